@@ -1,0 +1,501 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *		Apply a fetch result to sac_webhook.tickets / messages and finish
+ *		its inbox row.
+ *
+ * Every outcome is one unit of work that first finishes the inbox row, but
+ * only while this process still holds its lease (same owner and attempt
+ * number), and then changes the data.  A row whose lease was taken over by
+ * another worker is left alone, so a result is never applied twice.
+ *
+ *	200			upsert the document, unless the stored copy is newer
+ *				(updated_at); NOTIFY
+ *	404, 410	after a CREATION or UPDATE, first retried a few times (the
+ *				API may lag); then the resource is gone: delete it, with a
+ *				ticket's messages; NOTIFY
+ *	401			(after one token refresh) retry
+ *	408, 429, 5xx, transport errors
+ *				retry with exponential backoff and jitter, honouring
+ *				Retry-After; dead after sac_webhook.max_attempts
+ *	other		dead, with the status
+ *
+ * Error texts stored in last_error never quote a fetched document.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+#include "pipeline.h"
+
+/* NOTIFY channel for applied changes (documented) */
+#define SAC_NOTIFY_CHANNEL "sac_webhook"
+
+int			sac_finished_count = 0;
+
+static SPIPlanPtr done_plan = NULL;
+static SPIPlanPtr defer_plan = NULL;
+static SPIPlanPtr ticket_upsert_plan = NULL;
+static SPIPlanPtr message_upsert_plan = NULL;
+static SPIPlanPtr ticket_delete_plan = NULL;
+static SPIPlanPtr message_delete_plan = NULL;
+
+/* Finish a row we still hold: done */
+static const char *const done_sql =
+"UPDATE sac_webhook.inbox"
+"   SET state = 'done', finished_at = now(), lease_until = NULL,"
+"       last_http_status = $4, last_error = NULL"
+" WHERE id = $1 AND state = 'processing' AND lease_owner = $2 AND attempts = $3";
+
+/*
+ * Put a row we still hold back in the queue (or mark it dead).  When another
+ * row for the same resource is already waiting, this one merges into it.
+ */
+static const char *const defer_sql =
+"WITH merged AS ("
+"  UPDATE sac_webhook.inbox w SET notifications = w.notifications + o.notifications"
+"    FROM sac_webhook.inbox o"
+"   WHERE o.id = $1 AND $5 <> 'dead'"
+"     AND w.tenant_id = o.tenant_id AND w.resource = o.resource"
+"     AND w.state IN ('pending', 'retrying') AND w.id <> o.id"
+"  RETURNING w.id)"
+" UPDATE sac_webhook.inbox"
+"   SET state = CASE WHEN EXISTS (SELECT 1 FROM merged) THEN 'done'"
+"                    ELSE $5::sac_webhook.inbox_state END,"
+"       finished_at = CASE WHEN $5 = 'dead' OR EXISTS (SELECT 1 FROM merged)"
+"                          THEN now() END,"
+"       next_attempt_at = now() + make_interval(secs => $6 / 1000.0),"
+"       attempts = attempts - $8,"
+"       lease_until = NULL, lease_owner = NULL,"
+"       last_http_status = coalesce($4, last_http_status),"
+"       last_error = coalesce($7, last_error)"
+" WHERE id = $1 AND state = 'processing' AND lease_owner = $2 AND attempts = $3"
+" RETURNING state::text";
+
+static const char *const ticket_upsert_sql =
+"INSERT INTO sac_webhook.tickets AS t"
+"  (tenant_id, id, code, type, status, closed, reason, protocol, origin,"
+"   order_id, order_code, channel_id, due_date, created_at, updated_at, data, fetched_at)"
+" SELECT $1, $2, d->>'code', d->>'type', d->>'status', (d->>'closed')::boolean,"
+"        d->>'reason', d->>'protocol', d->>'origin',"
+"        d->'order'->>'id', d->'order'->>'code', d->'channel'->>'id',"
+"        sac_webhook.api_timestamp(d->>'due_date'),"
+"        sac_webhook.api_timestamp(d->>'created_at'),"
+"        sac_webhook.api_timestamp(d->>'updated_at'), d, now()"
+"   FROM (SELECT $3::jsonb AS d) s"
+" ON CONFLICT (tenant_id, id) DO UPDATE"
+"   SET code = EXCLUDED.code, type = EXCLUDED.type, status = EXCLUDED.status,"
+"       closed = EXCLUDED.closed, reason = EXCLUDED.reason, protocol = EXCLUDED.protocol,"
+"       origin = EXCLUDED.origin, order_id = EXCLUDED.order_id,"
+"       order_code = EXCLUDED.order_code, channel_id = EXCLUDED.channel_id,"
+"       due_date = EXCLUDED.due_date, created_at = EXCLUDED.created_at,"
+"       updated_at = EXCLUDED.updated_at, data = EXCLUDED.data,"
+"       fetched_at = EXCLUDED.fetched_at"
+" WHERE t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL"
+"    OR EXCLUDED.updated_at >= t.updated_at";
+
+static const char *const message_upsert_sql =
+"INSERT INTO sac_webhook.messages AS m"
+"  (tenant_id, id, ticket_id, code, message, sender_type, sender_id, sender_name,"
+"   destination, moderation_status, created_at, updated_at, data, fetched_at)"
+" SELECT $1, $2, $4, d->>'code', d->>'message', d->'sender'->>'type',"
+"        d->'sender'->>'id', d->'sender'->>'name', d->>'destination',"
+"        d->'moderation'->>'status', sac_webhook.api_timestamp(d->>'created_at'),"
+"        greatest(sac_webhook.api_timestamp(d->'moderation'->>'updated_at'),"
+"                 sac_webhook.api_timestamp(d->>'created_at')),"
+"        d, now()"
+"   FROM (SELECT $3::jsonb AS d) s"
+" ON CONFLICT (tenant_id, id) DO UPDATE"
+"   SET ticket_id = EXCLUDED.ticket_id, code = EXCLUDED.code,"
+"       message = EXCLUDED.message, sender_type = EXCLUDED.sender_type,"
+"       sender_id = EXCLUDED.sender_id, sender_name = EXCLUDED.sender_name,"
+"       destination = EXCLUDED.destination,"
+"       moderation_status = EXCLUDED.moderation_status,"
+"       created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
+"       data = EXCLUDED.data, fetched_at = EXCLUDED.fetched_at"
+" WHERE m.updated_at IS NULL OR EXCLUDED.updated_at IS NULL"
+"    OR EXCLUDED.updated_at >= m.updated_at";
+
+static const char *const ticket_delete_sql =
+"WITH gone AS (DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND ticket_id = $2)"
+" DELETE FROM sac_webhook.tickets WHERE tenant_id = $1 AND id = $2";
+
+static const char *const message_delete_sql =
+"DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND id = $2";
+
+/* What apply_unit does with a job */
+typedef enum ApplyAction
+{
+	ACT_UPSERT,
+	ACT_DELETE
+} ApplyAction;
+
+typedef struct ApplyArgs
+{
+	SacJob	   *job;
+	ApplyAction action;
+	Jsonb	   *doc;
+	bool		finished;		/* the row was still ours and is done */
+	bool		changed;		/* data changed */
+} ApplyArgs;
+
+typedef struct DeferArgs
+{
+	SacJob	   *job;
+	const char *error;
+	int64		delay_ms;
+	bool		dead;
+	bool		count_attempt;
+	bool		finished;		/* reached done or dead */
+} DeferArgs;
+
+/*
+ * Queue a NOTIFY describing an applied change.
+ */
+static void
+notify_change(SacJob *job, const char *action)
+{
+	char		tenant[40],
+				ticket[40],
+				message[40];
+	char	   *payload;
+
+	sac_uuid_to_cstring(&job->tenant_id, tenant);
+	sac_uuid_to_cstring(&job->ticket_id, ticket);
+	if (job->topic == SAC_TOPIC_MESSAGE)
+		sac_uuid_to_cstring(&job->message_id, message);
+	payload = psprintf("{\"topic\":\"%s\",\"status\":\"%s\",\"action\":\"%s\","
+					   "\"tenant_id\":\"%s\",\"id\":\"%s\",\"ticket_id\":\"%s\","
+					   "\"inbox_id\":" INT64_FORMAT "}",
+					   sac_topic_name(job->topic), sac_change_name(job->status),
+					   action, tenant,
+					   job->topic == SAC_TOPIC_MESSAGE ? message : ticket,
+					   ticket, job->id);
+	Async_Notify(SAC_NOTIFY_CHANNEL, payload);
+}
+
+/*
+ * Unit: finish the row as done and apply the change.
+ */
+static void
+apply_unit(void *arg)
+{
+	ApplyArgs  *a = (ApplyArgs *) arg;
+	SacJob	   *job = a->job;
+	Oid			dtypes[4] = {INT8OID, INT4OID, INT4OID, INT4OID};
+	Datum		dvalues[4];
+	char		dnulls[4] = {' ', ' ', ' ', ' '};
+	int			ret;
+
+	sac_spi_prepare(&done_plan, done_sql, 4, dtypes);
+	dvalues[0] = Int64GetDatum(job->id);
+	dvalues[1] = Int32GetDatum(MyProcPid);
+	dvalues[2] = Int32GetDatum(job->attempts);
+	dvalues[3] = Int32GetDatum((int32) job->req.status);
+	if (!job->fetch)
+		dnulls[3] = 'n';
+	ret = SPI_execute_plan(done_plan, dvalues, dnulls, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		return;					/* the lease went to someone else */
+	a->finished = true;
+
+	if (a->action == ACT_UPSERT)
+	{
+		Oid			types[4] = {UUIDOID, UUIDOID, JSONBOID, UUIDOID};
+		Datum		values[4];
+
+		values[0] = UUIDPGetDatum(&job->tenant_id);
+		values[1] = UUIDPGetDatum(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id);
+		values[2] = JsonbPGetDatum(a->doc);
+		values[3] = UUIDPGetDatum(&job->ticket_id);
+		if (job->topic == SAC_TOPIC_TICKET)
+		{
+			sac_spi_prepare(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
+			ret = SPI_execute_plan(ticket_upsert_plan, values, NULL, false, 0);
+		}
+		else
+		{
+			sac_spi_prepare(&message_upsert_plan, message_upsert_sql, 4, types);
+			ret = SPI_execute_plan(message_upsert_plan, values, NULL, false, 0);
+		}
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "upsert failed: %s", SPI_result_code_string(ret));
+		a->changed = SPI_processed > 0;
+		if (a->changed)
+			notify_change(job, "upsert");
+	}
+	else
+	{
+		Oid			types[2] = {UUIDOID, UUIDOID};
+		Datum		values[2];
+
+		values[0] = UUIDPGetDatum(&job->tenant_id);
+		values[1] = UUIDPGetDatum(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id);
+		if (job->topic == SAC_TOPIC_TICKET)
+		{
+			sac_spi_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
+			ret = SPI_execute_plan(ticket_delete_plan, values, NULL, false, 0);
+		}
+		else
+		{
+			sac_spi_prepare(&message_delete_plan, message_delete_sql, 2, types);
+			ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
+		}
+		if (ret != SPI_OK_DELETE)
+			elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
+		a->changed = true;
+		notify_change(job, "delete");
+	}
+}
+
+/*
+ * Unit: put the row back in the queue, or mark it dead.
+ */
+static void
+defer_unit(void *arg)
+{
+	DeferArgs  *a = (DeferArgs *) arg;
+	SacJob	   *job = a->job;
+	Oid			types[8] = {INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			ret;
+
+	sac_spi_prepare(&defer_plan, defer_sql, 8, types);
+	values[0] = Int64GetDatum(job->id);
+	values[1] = Int32GetDatum(MyProcPid);
+	values[2] = Int32GetDatum(job->attempts);
+	values[3] = Int32GetDatum((int32) job->req.status);
+	if (job->req.status == 0)
+		nulls[3] = 'n';
+	values[4] = CStringGetTextDatum(a->dead ? "dead" : "retrying");
+	values[5] = Int64GetDatum(a->delay_ms);
+	if (a->error)
+		values[6] = CStringGetTextDatum(a->error);
+	else
+		nulls[6] = 'n';
+	values[7] = Int32GetDatum(a->count_attempt ? 0 : 1);
+	ret = SPI_execute_plan(defer_plan, values, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		char	   *state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+															  SPI_tuptable->tupdesc,
+															  1, &isnull));
+
+		a->finished = strcmp(state, "retrying") != 0;
+	}
+}
+
+/*
+ * Backoff before the next attempt: base * 2^(attempts-1), capped, with
+ * jitter over the upper half.
+ */
+static int64
+backoff_ms(int attempts)
+{
+	int64		cap = (int64) sac_retry_max_delay_s * 1000;
+	int64		delay = sac_retry_base_delay_ms;
+
+	for (int i = 1; i < attempts && delay < cap; i++)
+		delay *= 2;
+	delay = Min(delay, cap);
+	return delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
+}
+
+/*
+ * Put a job back in the queue with an error, or mark it dead when its
+ * attempts are used up.  delay_ms < 0 means the usual backoff;
+ * count_attempt false gives the attempt back (nothing was tried).
+ */
+void
+sac_apply_deferred(SacJob *job, const char *why, int delay_ms, bool count_attempt)
+{
+	DeferArgs	a;
+	char	   *error = NULL;
+
+	memset(&a, 0, sizeof(a));
+	a.job = job;
+	a.error = why;
+	a.count_attempt = count_attempt;
+	a.delay_ms = delay_ms >= 0 ? delay_ms : backoff_ms(job->attempts);
+	a.dead = count_attempt && job->attempts >= sac_max_attempts;
+	if (a.dead && why)
+		a.error = psprintf("%s; gave up after %d attempts", why, job->attempts);
+	if (!sac_run_unit(defer_unit, &a, &error))
+		ereport(sac_in_worker ? WARNING : ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not update inbox row " INT64_FORMAT ": %s", job->id, error)));
+	else if (a.finished)
+		sac_finished_count++;
+}
+
+/*
+ * Mark a job dead at once (a client error that retrying cannot mend).
+ */
+static void
+apply_dead(SacJob *job, const char *why)
+{
+	DeferArgs	a;
+	char	   *error = NULL;
+
+	memset(&a, 0, sizeof(a));
+	a.job = job;
+	a.error = why;
+	a.dead = true;
+	a.count_attempt = true;
+	if (!sac_run_unit(defer_unit, &a, &error))
+		ereport(sac_in_worker ? WARNING : ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not update inbox row " INT64_FORMAT ": %s", job->id, error)));
+	else if (a.finished)
+		sac_finished_count++;
+}
+
+/*
+ * Read a 200 body: a JSON object whose "id" is the id that was asked for.
+ * Returns NULL and sets *why when it is not.
+ */
+static Jsonb *
+read_document(SacJob *job, const char **why)
+{
+	Jsonb	   *doc;
+	JsonbValue	key;
+	JsonbValue *id;
+	char		want[40];
+
+	doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(job->req.body)));
+	if (!JB_ROOT_IS_OBJECT(doc))
+	{
+		*why = "the API answered with JSON that is not an object";
+		return NULL;
+	}
+	key.type = jbvString;
+	key.val.string.val = "id";
+	key.val.string.len = 2;
+	id = findJsonbValueFromContainer(&doc->root, JB_FOBJECT, &key);
+	sac_uuid_to_cstring(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id, want);
+	if (id == NULL || id->type != jbvString || id->val.string.len != 36 ||
+		pg_strncasecmp(id->val.string.val, want, 36) != 0)
+	{
+		*why = "the API answered with a document whose \"id\" is not the requested one";
+		return NULL;
+	}
+	return doc;
+}
+
+/* Unit wrapper around read_document so that bad JSON is caught */
+typedef struct ReadArgs
+{
+	SacJob	   *job;
+	Jsonb	   *doc;
+	const char *why;
+	MemoryContext cxt;
+} ReadArgs;
+
+static void
+read_unit(void *arg)
+{
+	ReadArgs   *r = (ReadArgs *) arg;
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+	r->doc = read_document(r->job, &r->why);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Apply one fetched (or, for an unconfirmed DELETION, unfetched) job.
+ */
+void
+sac_apply_result(SacJob *job)
+{
+	SacHttpRequest *req = &job->req;
+	ApplyArgs	a;
+	char	   *error = NULL;
+	const char *rid = req->request_id[0] ? psprintf(" (request id %s)", req->request_id) : "";
+
+	memset(&a, 0, sizeof(a));
+	a.job = job;
+
+	if (!job->fetch)
+		a.action = ACT_DELETE;
+	else if (req->too_large)
+	{
+		apply_dead(job, psprintf("the API response is larger than sac_webhook.max_response_size (%d bytes)",
+								 sac_max_response_bytes));
+		return;
+	}
+	else if (req->curl_code != 0)
+	{
+		sac_apply_deferred(job, psprintf("could not fetch %s: %s", job->resource, req->error), -1, true);
+		return;
+	}
+	else if (req->status == 200)
+	{
+		ReadArgs	r;
+
+		memset(&r, 0, sizeof(r));
+		r.job = job;
+		r.cxt = CurrentMemoryContext;
+		if (!sac_run_unit(read_unit, &r, &error))
+		{
+			sac_apply_deferred(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s", rid), -1, true);
+			return;
+		}
+		if (r.doc == NULL)
+		{
+			sac_apply_deferred(job, psprintf("%s%s", r.why, rid), -1, true);
+			return;
+		}
+		a.action = ACT_UPSERT;
+		a.doc = r.doc;
+	}
+	else if (req->status == 404 || req->status == 410)
+	{
+		if (job->status != SAC_CHANGE_DELETION && job->attempts <= sac_not_found_retries)
+		{
+			sac_apply_deferred(job, psprintf("HTTP %ld: not found yet, checking again%s", req->status, rid),
+							   sac_not_found_delay_ms, true);
+			return;
+		}
+		a.action = ACT_DELETE;
+	}
+	else if (req->status == 401 || req->status == 408 || req->status == 429 ||
+			 (req->status >= 500 && req->status <= 599))
+	{
+		sac_apply_deferred(job, psprintf("HTTP %ld from the API%s%s", req->status,
+										 req->status == 401 ? " after a token refresh" : "", rid),
+						   req->retry_after_s >= 0 ? req->retry_after_s * 1000 : -1, true);
+		return;
+	}
+	else
+	{
+		apply_dead(job, psprintf("HTTP %ld from the API%s", req->status, rid));
+		return;
+	}
+
+	if (!sac_run_unit(apply_unit, &a, &error))
+	{
+		sac_apply_deferred(job, psprintf("could not apply %s: %s", job->resource, error), -1, true);
+		return;
+	}
+	if (a.finished)
+	{
+		sac_finished_count++;
+		if (sac_shared && a.changed)
+			pg_atomic_fetch_add_u64(a.action == ACT_UPSERT ? &sac_shared->applied : &sac_shared->deleted, 1);
+	}
+}

@@ -1,0 +1,508 @@
+/*-------------------------------------------------------------------------
+ *
+ * pipeline.c
+ *		claim -> fetch -> apply: one batch of inbox rows, for the background
+ *		worker and for sac_webhook.process().
+ *
+ * 1. Claim, in one short unit of work: rows whose lease ran out (their
+ *	  owner died or stalled) and due pending/retrying rows of enabled
+ *	  tenants, FOR UPDATE SKIP LOCKED, skipping resources that already have a
+ *	  fetch in flight.  Claimed rows become 'processing' with a lease.
+ * 2. Refresh the access tokens that expire soon (oauth.c).
+ * 3. Fetch every resource concurrently (fetch.c), outside any transaction
+ *	  in the worker; a 401 refreshes the tenant's token once and fetches
+ *	  again.
+ * 4. Apply each result in its own unit of work (apply.c); a failing row
+ *	  is retried or marked dead on its own.
+ *
+ * A unit of work is a transaction in the worker and a subtransaction of the
+ * caller's transaction in process(), which cannot commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "pipeline.h"
+
+PG_FUNCTION_INFO_V1(sac_webhook_process);
+
+bool		sac_in_worker = false;
+
+/* Set by the worker's SIGTERM handler; stops fetches early */
+volatile sig_atomic_t sac_stop_requested = false;
+
+static SPIPlanPtr reclaim_plan = NULL;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr prune_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+
+#define CLAIM_RETURNING \
+	" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id," \
+	"           i.message_id, i.attempts, t.api_base_url, t.access_token," \
+	"           (t.access_token IS NULL OR t.token_expires_at < now() + make_interval(secs => $4))"
+
+/* Rows whose lease ran out or whose owner is gone */
+static const char *const reclaim_sql =
+"UPDATE sac_webhook.inbox i"
+"   SET lease_until = now() + make_interval(secs => $2), lease_owner = $3,"
+"       attempts = i.attempts + 1, last_attempt_at = now()"
+"  FROM (SELECT r.id FROM sac_webhook.inbox r"
+"         WHERE r.state = 'processing'"
+"           AND (r.lease_until < now() OR r.lease_owner IS NULL"
+"                OR r.lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a"
+"                                          WHERE a.pid IS NOT NULL))"
+"         ORDER BY r.id LIMIT $1 FOR UPDATE SKIP LOCKED) c,"
+"       sac_webhook.tenants t"
+" WHERE i.id = c.id AND t.tenant_id = i.tenant_id AND t.enabled"
+CLAIM_RETURNING;
+
+/* Due rows of enabled tenants whose resource has no fetch in flight */
+static const char *const claim_sql =
+"UPDATE sac_webhook.inbox i"
+"   SET state = 'processing', lease_until = now() + make_interval(secs => $2),"
+"       lease_owner = $3, attempts = i.attempts + 1, last_attempt_at = now()"
+"  FROM (SELECT w.id FROM sac_webhook.inbox w"
+"         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= now()"
+"           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
+"                        WHERE e.tenant_id = w.tenant_id AND e.enabled)"
+"           AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox p"
+"                            WHERE p.tenant_id = w.tenant_id AND p.resource = w.resource"
+"                              AND p.state = 'processing')"
+"         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED) c,"
+"       sac_webhook.tenants t"
+" WHERE i.id = c.id AND t.tenant_id = i.tenant_id"
+CLAIM_RETURNING;
+
+static const char *const prune_sql =
+"DELETE FROM sac_webhook.inbox"
+" WHERE id IN (SELECT id FROM sac_webhook.inbox"
+"               WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)"
+"               LIMIT 10000)";
+
+/* Milliseconds until the next waiting row of an enabled tenant is due */
+static const char *const next_due_sql =
+"SELECT (extract(epoch FROM min(w.next_attempt_at) - now()) * 1000)::bigint"
+"  FROM sac_webhook.inbox w"
+" WHERE w.state IN ('pending', 'retrying')"
+"   AND EXISTS (SELECT 1 FROM sac_webhook.tenants e WHERE e.tenant_id = w.tenant_id AND e.enabled)";
+
+/*
+ * Prepare a statement once per process and keep it.
+ */
+void
+sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p;
+
+	if (*plan != NULL)
+		return;
+	p = SPI_prepare(sql, nargs, types);
+	if (p == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	*plan = p;
+}
+
+/*
+ * Run fn in a unit of work (see the file header).  Returns false, with the
+ * error message in *error, when fn failed; the unit is then rolled back.
+ * Only the message is kept: details can quote fetched documents, which must
+ * never reach logs or tables other than the data tables.  Query cancel and
+ * shutdown requests are re-thrown.
+ */
+bool
+sac_run_unit(SacUnitFn fn, void *arg, char **error)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	if (sac_in_worker)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	}
+	else
+		BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		fn(arg);
+		SPI_finish();
+		if (sac_in_worker)
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		else
+			ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (sac_in_worker)
+			AbortCurrentTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
+			edata->elevel > ERROR)
+			ReThrowError(edata);
+		if (error)
+			*error = pstrdup(edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/* State of one batch */
+typedef struct Batch
+{
+	int			limit;			/* rows to claim at most */
+	int			lease_s;
+	SacJob	   *jobs;
+	int			njobs;
+	SacTenant  *tenants;
+	int			ntenants;
+	int64		next_due_ms;	/* when nothing was claimed: wait hint */
+	MemoryContext cxt;			/* where claimed rows are copied to */
+	bool		prune;
+} Batch;
+
+/*
+ * Find or add the batch's entry for a tenant.
+ */
+static SacTenant *
+batch_tenant(Batch *b, const pg_uuid_t *id, HeapTuple tup, TupleDesc td)
+{
+	bool		isnull;
+	Datum		d;
+	char	   *base;
+
+	for (int i = 0; i < b->ntenants; i++)
+		if (memcmp(&b->tenants[i].id, id, sizeof(pg_uuid_t)) == 0)
+			return &b->tenants[i];
+
+	{
+		SacTenant  *t = &b->tenants[b->ntenants++];
+
+		memset(t, 0, sizeof(*t));
+		memcpy(&t->id, id, sizeof(pg_uuid_t));
+		d = SPI_getbinval(tup, td, 8, &isnull);
+		base = isnull ? pstrdup(sac_api_base_url) : TextDatumGetCString(d);
+		/* drop trailing slashes: resources start with one */
+		for (int len = strlen(base); len > 0 && base[len - 1] == '/'; len--)
+			base[len - 1] = '\0';
+		t->base_url = base;
+		d = SPI_getbinval(tup, td, 9, &isnull);
+		t->access_token = isnull ? NULL : TextDatumGetCString(d);
+		d = SPI_getbinval(tup, td, 10, &isnull);
+		t->needs_refresh = isnull || DatumGetBool(d);
+		return t;
+	}
+}
+
+/*
+ * Copy the rows returned by a claim statement into jobs.
+ */
+static void
+collect_claimed(Batch *b)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	TupleDesc	td = SPI_tuptable->tupdesc;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		SacJob	   *job = &b->jobs[b->njobs++];
+		bool		isnull;
+		char	   *s;
+
+		memset(job, 0, sizeof(*job));
+		job->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		s = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
+		job->topic = strcmp(s, "sac_ticket") == 0 ? SAC_TOPIC_TICKET : SAC_TOPIC_MESSAGE;
+		s = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
+		job->status = strcmp(s, "CREATION") == 0 ? SAC_CHANGE_CREATION :
+			strcmp(s, "UPDATE") == 0 ? SAC_CHANGE_UPDATE : SAC_CHANGE_DELETION;
+		memcpy(&job->tenant_id, DatumGetUUIDP(SPI_getbinval(tup, td, 4, &isnull)),
+			   sizeof(pg_uuid_t));
+		memcpy(&job->ticket_id, DatumGetUUIDP(SPI_getbinval(tup, td, 5, &isnull)),
+			   sizeof(pg_uuid_t));
+		{
+			Datum		m = SPI_getbinval(tup, td, 6, &isnull);
+
+			if (!isnull)
+				memcpy(&job->message_id, DatumGetUUIDP(m), sizeof(pg_uuid_t));
+		}
+		job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 7, &isnull));
+		/* the path is rebuilt from the validated ids, never read back */
+		sac_format_resource(job->resource, job->topic, &job->ticket_id,
+							&job->message_id);
+		job->tenant = batch_tenant(b, &job->tenant_id, tup, td);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Unit: claim up to b->limit rows.
+ */
+static void
+claim_unit(void *arg)
+{
+	Batch	   *b = (Batch *) arg;
+	Oid			types[4] = {INT4OID, INT4OID, INT4OID, INT4OID};
+	Datum		values[4];
+	int			ret;
+
+	sac_spi_prepare(&reclaim_plan, reclaim_sql, 4, types);
+	sac_spi_prepare(&claim_plan, claim_sql, 4, types);
+
+	values[0] = Int32GetDatum(b->limit);
+	values[1] = Int32GetDatum(b->lease_s);
+	values[2] = Int32GetDatum(MyProcPid);
+	values[3] = Int32GetDatum(sac_token_refresh_margin_s);
+
+	ret = SPI_execute_plan(reclaim_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "inbox reclaim failed: %s", SPI_result_code_string(ret));
+	collect_claimed(b);
+
+	if (b->njobs < b->limit)
+	{
+		values[0] = Int32GetDatum(b->limit - b->njobs);
+		ret = SPI_execute_plan(claim_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
+		collect_claimed(b);
+	}
+
+	if (b->prune)
+	{
+		Oid			ptypes[1] = {INT4OID};
+		Datum		pvalues[1] = {Int32GetDatum(sac_done_retention_s)};
+
+		sac_spi_prepare(&prune_plan, prune_sql, 1, ptypes);
+		ret = SPI_execute_plan(prune_plan, pvalues, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			elog(ERROR, "inbox pruning failed: %s", SPI_result_code_string(ret));
+	}
+
+	if (b->njobs == 0)
+	{
+		bool		isnull;
+
+		sac_spi_prepare(&next_due_plan, next_due_sql, 0, NULL);
+		ret = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "inbox look-up failed: %s", SPI_result_code_string(ret));
+		b->next_due_ms = -1;
+		if (SPI_processed == 1)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				b->next_due_ms = Max(DatumGetInt64(d), 0);
+		}
+	}
+}
+
+/*
+ * Build a job's request: the tenant's base URL and the validated path.
+ */
+static void
+prepare_request(SacJob *job)
+{
+	job->req.url = psprintf("%s%s", job->tenant->base_url, job->resource);
+	job->req.bearer = job->tenant->access_token;
+	job->req.form = NULL;
+}
+
+/*
+ * Fetch the resources of the given jobs concurrently.
+ */
+static void
+fetch_jobs(SacJob **jobs, int n)
+{
+	SacHttpRequest **reqs = palloc(sizeof(SacHttpRequest *) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		prepare_request(jobs[i]);
+		reqs[i] = &jobs[i]->req;
+	}
+	sac_http_perform(reqs, n, !sac_in_worker, sac_in_worker ? &sac_stop_requested : NULL);
+	if (sac_shared)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			if (reqs[i]->interrupted)
+				continue;
+			pg_atomic_fetch_add_u64(&sac_shared->fetches, 1);
+			if (reqs[i]->status == 0 || reqs[i]->status == 429 || reqs[i]->status >= 500)
+				pg_atomic_fetch_add_u64(&sac_shared->fetch_failures, 1);
+		}
+	}
+	pfree(reqs);
+}
+
+/*
+ * Run one batch: claim up to limit rows, fetch and apply them.  Returns the
+ * number of rows claimed; *next_due_ms tells, when none was, how long until
+ * the next row is due (-1: none waiting).
+ */
+int
+sac_run_batch(int limit, bool prune, int64 *next_due_ms)
+{
+	Batch		b;
+	char	   *error = NULL;
+	SacJob	  **todo;
+	int			ntodo = 0;
+
+	memset(&b, 0, sizeof(b));
+	b.limit = limit;
+	b.cxt = CurrentMemoryContext;
+	b.prune = prune;
+	b.jobs = palloc0(sizeof(SacJob) * limit);
+	b.tenants = palloc0(sizeof(SacTenant) * limit);
+	/* a lease long enough for the whole batch, slow answers included */
+	b.lease_s = sac_lease_s +
+		((limit + sac_max_in_flight - 1) / sac_max_in_flight) *
+		(sac_request_timeout_ms / 1000 + 1) * 2;
+
+	if (!sac_run_unit(claim_unit, &b, &error))
+		ereport(sac_in_worker ? WARNING : ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not claim inbox rows: %s", error)));
+	if (next_due_ms)
+		*next_due_ms = b.next_due_ms;
+	if (b.njobs == 0)
+		return 0;
+
+	/* tokens that are missing or about to expire */
+	for (int i = 0; i < b.ntenants; i++)
+		if (b.tenants[i].needs_refresh)
+			sac_oauth_refresh(&b.tenants[i], NULL);
+
+	/* fetch what needs fetching */
+	todo = palloc(sizeof(SacJob *) * b.njobs);
+	for (int i = 0; i < b.njobs; i++)
+	{
+		SacJob	   *job = &b.jobs[i];
+
+		job->fetch = !(job->status == SAC_CHANGE_DELETION && !sac_confirm_deletions);
+		if (job->fetch && !job->tenant->unavailable)
+			todo[ntodo++] = job;
+	}
+	fetch_jobs(todo, ntodo);
+
+	/* a 401 refreshes the tenant's token once, then the job is fetched again */
+	{
+		int			nagain = 0;
+
+		for (int i = 0; i < ntodo; i++)
+		{
+			SacJob	   *job = todo[i];
+			SacTenant  *t = job->tenant;
+
+			if (job->req.status != 401 || t->unavailable)
+				continue;
+			if (!t->refreshed)
+				sac_oauth_refresh(t, job->req.bearer);
+			/* fetch again only with a token other than the refused one */
+			if (!t->unavailable && t->access_token != NULL &&
+				t->access_token != job->req.bearer)
+				todo[nagain++] = job;
+		}
+		fetch_jobs(todo, nagain);
+	}
+
+	/* apply, each row on its own */
+	for (int i = 0; i < b.njobs; i++)
+	{
+		SacJob	   *job = &b.jobs[i];
+
+		if (job->fetch && job->tenant->unavailable)
+		{
+			if (job->tenant->busy)
+				sac_apply_deferred(job, NULL, 1000, false);
+			else
+				sac_apply_deferred(job, job->tenant->error, -1, true);
+		}
+		else if (job->req.interrupted)
+			sac_apply_deferred(job, NULL, 0, false);
+		else
+			sac_apply_result(job);
+	}
+	return b.njobs;
+}
+
+/*
+ * sac_webhook.process(max_events integer) RETURNS integer
+ *
+ * Runs the pipeline in this session until max_events rows were claimed or
+ * none is due; returns how many rows it finished (done or dead).  The work
+ * belongs to the caller's transaction, tokens rotated on the way included:
+ * call it on its own, not in a transaction that may roll back.
+ */
+Datum
+sac_webhook_process(PG_FUNCTION_ARGS)
+{
+	int32		max_events = PG_GETARG_INT32(0);
+	int			claimed = 0;
+	MemoryContext batch_cxt;
+	MemoryContext old;
+	bool		first = true;
+
+	if (max_events < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must not be negative")));
+
+	sac_in_worker = false;
+	sac_finished_count = 0;
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "sac_webhook process batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	while (claimed < max_events)
+	{
+		int			n;
+
+		old = MemoryContextSwitchTo(batch_cxt);
+		n = sac_run_batch(Min(sac_batch_size, max_events - claimed), first, NULL);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batch_cxt);
+		first = false;
+		if (n == 0)
+			break;
+		claimed += n;
+		CHECK_FOR_INTERRUPTS();
+	}
+	MemoryContextDelete(batch_cxt);
+	PG_RETURN_INT32(sac_finished_count);
+}

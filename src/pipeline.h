@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * pipeline.h
+ *		Types shared by the claim -> fetch -> apply pipeline modules
+ *		(pipeline.c, oauth.c, apply.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SAC_PIPELINE_H
+#define SAC_PIPELINE_H
+
+#include "executor/spi.h"
+
+#include "sac_webhook.h"
+#include "fetch.h"
+
+/* A tenant seen in the current batch */
+typedef struct SacTenant
+{
+	pg_uuid_t	id;
+	char	   *base_url;		/* API base URL without trailing slash */
+	char	   *access_token;	/* may be NULL */
+	bool		needs_refresh;	/* expired, expiring or missing token */
+	bool		refreshed;		/* refreshed during this batch */
+	bool		unavailable;	/* refresh failed or is running elsewhere */
+	bool		busy;			/* another session is refreshing it */
+	char	   *error;			/* why it is unavailable */
+} SacTenant;
+
+/* One claimed inbox row */
+typedef struct SacJob
+{
+	int64		id;
+	SacTopic	topic;
+	SacChange	status;
+	pg_uuid_t	tenant_id;
+	pg_uuid_t	ticket_id;
+	pg_uuid_t	message_id;
+	int			attempts;		/* including the current one */
+	char		resource[SAC_RESOURCE_MAXLEN];
+	SacTenant  *tenant;
+	bool		fetch;			/* needs an HTTP GET */
+	SacHttpRequest req;
+} SacJob;
+
+/*
+ * Unit of work: a transaction in the background worker, a subtransaction
+ * of the caller's transaction in process().
+ */
+typedef void (*SacUnitFn) (void *arg);
+
+extern bool sac_in_worker;
+extern volatile sig_atomic_t sac_stop_requested;
+extern int	sac_finished_count;
+extern int	sac_run_batch(int limit, bool prune, int64 *next_due_ms);
+extern bool sac_run_unit(SacUnitFn fn, void *arg, char **error);
+extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
+
+/* oauth.c */
+extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
+
+/* apply.c */
+extern void sac_apply_result(SacJob *job);
+extern void sac_apply_deferred(SacJob *job, const char *why, int delay_ms, bool count_attempt);
+
+#endif							/* SAC_PIPELINE_H */

@@ -1,0 +1,113 @@
+/*-------------------------------------------------------------------------
+ *
+ * sac_webhook.h
+ *		Declarations shared by the modules of the sac_webhook extension.
+ *
+ * The extension keeps a live copy of Magalu seller customer-service
+ * tickets and messages.  Modules, one per concern:
+ *
+ *	sac_webhook.c	module load: GUCs, shared memory, worker registration
+ *	parse.c			strict webhook JSON parsing (parse())
+ *	inbox.c			the durable inbox: receive(), requeue, worker wake-up
+ *	fetch.c			HTTP GETs of resources with libcurl (multi interface)
+ *	oauth.c			per-tenant OAuth access tokens and their refresh
+ *	apply.c			applying fetched results to tickets/messages
+ *	pipeline.c		claim -> fetch -> apply, shared by worker and process()
+ *	worker.c		the background worker loop
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SAC_WEBHOOK_H
+#define SAC_WEBHOOK_H
+
+#include "postgres.h"
+
+#include "storage/latch.h"
+#include "port/atomics.h"
+#include "utils/uuid.h"
+
+/* Webhook topics */
+typedef enum SacTopic
+{
+	SAC_TOPIC_TICKET,
+	SAC_TOPIC_MESSAGE
+} SacTopic;
+
+/* Change kinds, in the order of the SQL enum sac_webhook.change */
+typedef enum SacChange
+{
+	SAC_CHANGE_CREATION,
+	SAC_CHANGE_UPDATE,
+	SAC_CHANGE_DELETION
+} SacChange;
+
+/* Longest resource path: /v0/tickets/<36>/messages/<36> */
+#define SAC_RESOURCE_MAXLEN 96
+
+/* A validated notification, as produced by the parser */
+typedef struct SacNotification
+{
+	SacTopic	topic;
+	SacChange	status;
+	pg_uuid_t	tenant_id;
+	pg_uuid_t	ticket_id;
+	pg_uuid_t	message_id;	/* only for SAC_TOPIC_MESSAGE */
+	char		resource[SAC_RESOURCE_MAXLEN];	/* canonical, lower case */
+} SacNotification;
+
+#define SAC_MAX_WORKERS 8
+
+/*
+ * Shared state, present when the library is in shared_preload_libraries.
+ */
+typedef struct SacSharedState
+{
+	Latch	   *worker_latch[SAC_MAX_WORKERS];	/* set at commit of receive() */
+	pg_atomic_uint64 fetches;	/* HTTP GETs completed (any status) */
+	pg_atomic_uint64 fetch_failures;	/* transport errors, 429 and 5xx */
+	pg_atomic_uint64 applied;	/* rows upserted */
+	pg_atomic_uint64 deleted;	/* rows deleted */
+	pg_atomic_uint64 token_refreshes;	/* successful token refreshes */
+	pg_atomic_uint64 token_failures;	/* failed token refreshes */
+} SacSharedState;
+
+extern SacSharedState *sac_shared;
+
+/* GUCs (sac_webhook.c) */
+extern char *sac_database;
+extern char *sac_api_base_url;
+extern char *sac_token_url;
+extern int	sac_connect_timeout_ms;
+extern int	sac_request_timeout_ms;
+extern int	sac_max_in_flight;
+extern int	sac_batch_size;
+extern int	sac_max_attempts;
+extern int	sac_retry_base_delay_ms;
+extern int	sac_retry_max_delay_s;
+extern int	sac_lease_s;
+extern int	sac_done_retention_s;
+extern int	sac_poll_interval_ms;
+extern int	sac_max_response_bytes;
+extern bool sac_confirm_deletions;
+extern int	sac_not_found_retries;
+extern int	sac_not_found_delay_ms;
+extern int	sac_token_refresh_margin_s;
+extern int	sac_workers;
+
+/* parse.c */
+extern void sac_parse_payload(const char *json, int len, SacNotification *out);
+extern const char *sac_topic_name(SacTopic topic);
+extern const char *sac_change_name(SacChange change);
+extern void sac_format_resource(char *buf, SacTopic topic,
+								const pg_uuid_t *ticket_id,
+								const pg_uuid_t *message_id);
+extern void sac_uuid_to_cstring(const pg_uuid_t *uuid, char *buf);
+
+/* inbox.c */
+extern void sac_wake_worker(void);
+
+/* worker.c */
+extern void sac_register_worker(void);
+PGDLLEXPORT void sac_webhook_worker_main(Datum main_arg);
+
+#endif							/* SAC_WEBHOOK_H */

@@ -1,0 +1,227 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		The background worker: runs the pipeline until told to stop.
+ *
+ * Started by the postmaster when the library is in shared_preload_libraries
+ * (sac_webhook.workers of them), connected to sac_webhook.database.  Each
+ * round runs one batch (pipeline.c) in a memory context that is reset
+ * afterwards.  With nothing due it sleeps on its latch, which receive() sets
+ * at commit, until the next row is due or sac_webhook.poll_interval passes.
+ * SIGHUP reloads the configuration; SIGTERM lets the current batch finish
+ * (fetches still under way are abandoned and their rows given back) and
+ * exits.  After a crash the postmaster starts it again; rows it held come
+ * back when their owner is seen gone or their lease runs out.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "pipeline.h"
+
+PG_FUNCTION_INFO_V1(sac_webhook_worker_counters);
+
+/* How often the worker prunes finished rows */
+#define PRUNE_INTERVAL_MS 10000
+
+static int	worker_slot = -1;
+
+/*
+ * SIGTERM: finish the current step, then exit.
+ */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	sac_stop_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * Forget our latch in shared memory at exit.
+ */
+static void
+worker_detach(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	if (sac_shared && worker_slot >= 0)
+		sac_shared->worker_latch[worker_slot] = NULL;
+}
+
+/*
+ * Register the workers at postmaster start.
+ */
+void
+sac_register_worker(void)
+{
+	for (int i = 0; i < sac_workers; i++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 5;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "sac_webhook");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "sac_webhook_worker_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "sac_webhook worker %d", i);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "sac_webhook worker");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+/*
+ * Unit: is the extension installed in this database?
+ */
+static bool extension_present;
+
+static void
+check_extension_unit(void *arg)
+{
+	(void) arg;
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'sac_webhook'",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "catalog look-up failed");
+	extension_present = SPI_processed == 1;
+}
+
+/*
+ * Worker entry point.
+ */
+void
+sac_webhook_worker_main(Datum main_arg)
+{
+	MemoryContext batch_cxt;
+	TimestampTz last_prune = 0;
+	bool		warned_missing = false;
+
+	worker_slot = DatumGetInt32(main_arg);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(sac_database, NULL, 0);
+	sac_in_worker = true;
+
+	if (sac_shared && worker_slot >= 0 && worker_slot < SAC_MAX_WORKERS)
+	{
+		sac_shared->worker_latch[worker_slot] = MyLatch;
+		on_shmem_exit(worker_detach, 0);
+	}
+
+	ereport(LOG,
+			(errmsg("sac_webhook worker %d started in database \"%s\"",
+					worker_slot, sac_database)));
+
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "sac_webhook batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	while (!sac_stop_requested)
+	{
+		long		sleep_ms = sac_poll_interval_ms;
+		int64		next_due_ms = -1;
+		int			claimed = 0;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		old = MemoryContextSwitchTo(batch_cxt);
+		pgstat_report_activity(STATE_RUNNING, "sac_webhook batch");
+		sac_run_unit(check_extension_unit, NULL, NULL);
+		if (extension_present)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			bool		prune = TimestampDifferenceExceeds(last_prune, now, PRUNE_INTERVAL_MS);
+
+			warned_missing = false;
+			if (prune)
+				last_prune = now;
+			claimed = sac_run_batch(sac_batch_size, prune, &next_due_ms);
+		}
+		else if (!warned_missing)
+		{
+			ereport(LOG,
+					(errmsg("sac_webhook worker waits for the extension in database \"%s\"",
+							sac_database),
+					 errhint("Run CREATE EXTENSION sac_webhook in that database.")));
+			warned_missing = true;
+		}
+		pgstat_report_activity(STATE_IDLE, NULL);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batch_cxt);
+
+		if (claimed > 0 || sac_stop_requested)
+			continue;
+		if (next_due_ms >= 0)
+			sleep_ms = Min(sleep_ms, Max(next_due_ms, 10));
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	ereport(LOG, (errmsg("sac_webhook worker %d stopping", worker_slot)));
+	proc_exit(0);
+}
+
+/*
+ * sac_webhook.worker_counters(): totals since server start, and how many
+ * workers are running.
+ */
+Datum
+sac_webhook_worker_counters(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[7];
+	bool		nulls[7] = {false};
+	int			running = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (sac_shared == NULL)
+	{
+		for (int i = 0; i < 6; i++)
+			values[i] = Int64GetDatum(0);
+	}
+	else
+	{
+		values[0] = Int64GetDatum((int64) pg_atomic_read_u64(&sac_shared->fetches));
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&sac_shared->fetch_failures));
+		values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&sac_shared->applied));
+		values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&sac_shared->deleted));
+		values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&sac_shared->token_refreshes));
+		values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&sac_shared->token_failures));
+		for (int i = 0; i < SAC_MAX_WORKERS; i++)
+			if (sac_shared->worker_latch[i] != NULL)
+				running++;
+	}
+	values[6] = Int32GetDatum(running);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
