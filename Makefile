@@ -12,7 +12,7 @@ PGFILEDESC = "sac_webhook - live copy of Magalu SAC tickets fed by webhooks"
 PG_CPPFLAGS = -I$(srcdir)/src -isystem $(includedir_server) $(shell curl-config --cflags)
 SHLIB_LINK = $(shell curl-config --libs)
 
-REGRESS = parse receive grants process worker_rules
+REGRESS = parse receive grants process
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 ISOLATION = receive_coalesce process_claim
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
@@ -28,12 +28,13 @@ include $(PGXS)
 # makefiles; they build and install along with the extension.
 .PHONY: programs install-programs clean-programs
 all: programs
+PROGRAM_CFLAGS = -O2 -g -Wall -Wextra $(COPT)
 programs:
-	$(MAKE) -C src/receiver
-	$(MAKE) -C test/mock_api
+	$(MAKE) -C src/receiver PG_CONFIG='$(PG_CONFIG)' CFLAGS='$(PROGRAM_CFLAGS)'
+	$(MAKE) -C test/mock_api CFLAGS='$(PROGRAM_CFLAGS)'
 install: install-programs
 install-programs: programs
-	$(MAKE) -C src/receiver install DESTDIR='$(DESTDIR)' bindir='$(bindir)'
+	$(MAKE) -C src/receiver install PG_CONFIG='$(PG_CONFIG)' CFLAGS='$(PROGRAM_CFLAGS)' DESTDIR='$(DESTDIR)' bindir='$(bindir)'
 	$(INSTALL_PROGRAM) test/mock_api/sac_webhook_mock_api '$(DESTDIR)$(bindir)/sac_webhook_mock_api'
 clean: clean-programs
 clean-programs:

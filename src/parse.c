@@ -294,8 +294,8 @@ shown_value(const char *value)
 {
 	int			len = strlen(value);
 
-	if (len > 40)
-		len = pg_mbcliplen(value, len, 40);
+	if (len > 100)
+		len = pg_mbcliplen(value, len, 100);
 	return psprintf("\"%.*s%s\"", len, value, value[len] ? "..." : "");
 }
 

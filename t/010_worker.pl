@@ -1,0 +1,215 @@
+# The background worker: drains the inbox with nobody calling process(),
+# announces changes, survives kill -9 and restarts without losing or
+# repeating work, follows SIGHUP, rides out an API outage, stops on SIGTERM.
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use Time::HiRes qw(time usleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $top = abs_path(dirname(__FILE__) . '/..');
+my $mock_bin = $ENV{SAC_WEBHOOK_MOCK_API} // "$top/test/mock_api/sac_webhook_mock_api";
+my $tenant = '3b5cf468-c858-404b-9e53-630e3df9d74a';
+
+# --- the mock API ---------------------------------------------------------
+my $mock_port = PostgreSQL::Test::Cluster::get_free_port();
+my $mock_pid;
+my $mock_url = "http://127.0.0.1:$mock_port";
+
+sub start_mock
+{
+	my $log = "$PostgreSQL::Test::Utils::tmp_check/mock_api.log";
+	$mock_pid = fork();
+	die "fork: $!" unless defined $mock_pid;
+	if ($mock_pid == 0)
+	{
+		open(STDOUT, '>>', $log);
+		open(STDERR, '>>', $log);
+		exec($mock_bin, '--listen', "127.0.0.1:$mock_port", '--auto', '--quiet',
+			'--access-token', 'tok-1', '--refresh-token', 'rt-1',
+			'--client', 'demo-client:demo-secret')
+		  or die "exec $mock_bin: $!";
+	}
+	for (1 .. 100)
+	{
+		return if system("curl -sf -o /dev/null $mock_url/_mock/health") == 0;
+		usleep(100_000);
+	}
+	die "mock API did not start";
+}
+
+sub stop_mock
+{
+	return unless $mock_pid;
+	kill 'TERM', $mock_pid;
+	waitpid($mock_pid, 0);
+	$mock_pid = undef;
+}
+
+sub mock
+{
+	my ($method, $path, $body) = @_;
+	my @cmd = ('curl', '-sf', '-o', '/dev/null', '-X', $method);
+	push @cmd, ('-H', 'Content-Type: application/json', '--data-binary', $body) if defined $body;
+	system(@cmd, "$mock_url$path") == 0 or die "mock $method $path failed";
+}
+
+END { stop_mock(); }
+
+# --- the cluster ----------------------------------------------------------
+my $node = PostgreSQL::Test::Cluster->new('worker');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'sac_webhook'
+restart_after_crash = on
+sac_webhook.database = 'postgres'
+sac_webhook.api_base_url = '$mock_url'
+sac_webhook.token_url = '$mock_url/oauth/token'
+sac_webhook.poll_interval = '2s'
+sac_webhook.retry_base_delay = '200ms'
+sac_webhook.retry_max_delay = '2s'
+sac_webhook.request_timeout = '5s'
+sac_webhook.connect_timeout = '1s'
+sac_webhook.max_attempts = 1000
+});
+start_mock();
+$node->start;
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION sac_webhook;
+INSERT INTO sac_webhook.tenants (tenant_id, client_id, client_secret, access_token, refresh_token, token_expires_at)
+VALUES ('$tenant', 'demo-client', 'demo-secret', 'tok-1', 'rt-1', now() + interval '1 hour');
+CREATE TABLE apply_log (id uuid, at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN INSERT INTO apply_log (id) VALUES (NEW.id); RETURN NEW; END \$\$;
+CREATE TRIGGER log_apply AFTER INSERT OR UPDATE ON sac_webhook.tickets
+  FOR EACH ROW EXECUTE FUNCTION log_apply();
+});
+
+# what the log says from here on is checked for secrets at the end
+my $log_offset = -s $node->logfile;
+
+sub ticket_note
+{
+	my ($status, $id) = @_;
+	return qq{{"data": {"status": "$status", "params": {"id": "$id"}, "resource": "/v0/tickets/$id"}, "tenant_id": "$tenant", "topic": "sac_ticket"}};
+}
+
+sub receive_tickets
+{
+	my ($status, @ids) = @_;
+	my $sql = join("\n", map { "SELECT sac_webhook.receive('" . ticket_note($status, $_) . "');" } @ids);
+	$node->safe_psql('postgres', "BEGIN;\n$sql\nCOMMIT;");
+}
+
+sub uuid_of { sprintf('00000000-0000-4000-8000-%012d', $_[0]) }
+
+sub wait_drained
+{
+	my ($what) = @_;
+	ok($node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM sac_webhook.inbox WHERE state <> 'done'"), $what);
+}
+
+sub worker_pid
+{
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker'");
+}
+
+# 1. The worker drains what receive() stores, woken at commit
+ok($node->poll_query_until('postgres', "SELECT workers_running = 1 FROM sac_webhook.stats"),
+	'worker running');
+my $t0 = time();
+receive_tickets('CREATION', map { uuid_of($_) } 1 .. 50);
+wait_drained('worker drains rows stored by receive()');
+cmp_ok(time() - $t0, '<', 10, 'without waiting for the fallback poll');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM sac_webhook.tickets'), '50', 'tickets stored');
+is($node->safe_psql('postgres', 'SELECT fetches >= 50 AND applied >= 50 FROM sac_webhook.stats'),
+	't', 'stats count fetches and applies');
+
+# 2. NOTIFY after each applied change
+my ($ret, $stdout, $stderr) = $node->psql('postgres', join("\n",
+	'LISTEN sac_webhook;',
+	"SELECT sac_webhook.receive('" . ticket_note('UPDATE', uuid_of(1)) . "') > 0;",
+	'SELECT pg_sleep(2);',
+	'SELECT 1;'));
+like($stdout, qr/Asynchronous notification "sac_webhook" with payload "\{"topic":"sac_ticket","status":"UPDATE","action":"upsert","tenant_id":"$tenant","id":"${\uuid_of(1)}"/,
+	'NOTIFY payload names topic, status, tenant and id');
+
+# 3. kill -9 of the worker in the middle of a batch: nothing lost, nothing applied twice
+$node->safe_psql('postgres', 'TRUNCATE apply_log');
+for my $i (101 .. 110)
+{
+	mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/${\uuid_of($i)}", "delay_ms": 3000}});
+}
+receive_tickets('CREATION', map { uuid_of($_) } 101 .. 110);
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 10 FROM sac_webhook.inbox WHERE state = 'processing'"), 'batch in flight');
+my $pid = worker_pid();
+kill 'KILL', $pid;
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker' AND pid <> $pid"),
+	'worker restarted after kill -9');
+wait_drained('rows of the killed worker are finished by its successor');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM sac_webhook.tickets WHERE id::text LIKE '00000000-0000-4000-8000-0000000001%'"),
+	'10', 'nothing lost');
+is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT id) FROM apply_log'),
+	'10|10', 'nothing applied twice');
+
+# 4. The API goes away; the server restarts with rows waiting; the API comes back
+stop_mock();
+receive_tickets('UPDATE', map { uuid_of($_) } 201 .. 205);
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 5 FROM sac_webhook.inbox WHERE state = 'retrying' AND last_error LIKE 'could not fetch%'"),
+	'rows wait while the API is down');
+$node->restart;
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.inbox WHERE state IN ('pending', 'retrying')"),
+	'5', 'waiting rows survive a restart');
+start_mock();
+wait_drained('rows drain once the API is back');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM sac_webhook.tickets WHERE id::text LIKE '00000000-0000-4000-8000-0000000002%'"),
+	'5', 'every row applied');
+
+# 5. SIGHUP: a new API address is followed without a restart
+$node->safe_psql('postgres', "ALTER SYSTEM SET sac_webhook.api_base_url = 'http://127.0.0.1:1'");
+$node->reload;
+receive_tickets('CREATION', uuid_of(301));
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'retrying' FROM sac_webhook.inbox WHERE resource LIKE '%${\uuid_of(301)}'"),
+	'the bad address is used after SIGHUP');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET sac_webhook.api_base_url');
+$node->reload;
+wait_drained('the restored address is used after SIGHUP');
+
+# 6. Deletion, through the worker
+mock('DELETE', "/_mock/v0/tickets/${\uuid_of(2)}");
+receive_tickets('DELETION', uuid_of(2));
+wait_drained('deletion applied');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '${\uuid_of(2)}'"),
+	'0', 'deleted ticket is gone');
+
+# 7. SIGTERM: a slow fetch does not hold up shutdown, and its row is not lost
+mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/${\uuid_of(401)}", "delay_ms": 4000}});
+receive_tickets('CREATION', uuid_of(401));
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'processing' FROM sac_webhook.inbox WHERE resource LIKE '%${\uuid_of(401)}'"),
+	'slow fetch in flight');
+$t0 = time();
+$node->stop('fast');
+cmp_ok(time() - $t0, '<', 3, 'shutdown does not wait for the slow fetch');
+like(slurp_file($node->logfile), qr/sac_webhook worker 0 stopping/, 'worker stopped cleanly');
+$node->start;
+wait_drained('the interrupted row is finished after the restart');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '${\uuid_of(401)}'"),
+	'1', 'interrupted row applied');
+
+# No token, secret or fetched content in the server log
+my $log = slurp_file($node->logfile, $log_offset);
+unlike($log, qr/tok-1|rt-1|at-\d|demo-secret|SellerName|Bela e a Fera/, 'no secrets or content in the log');
+
+$node->stop;
+done_testing();
