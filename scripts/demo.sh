@@ -67,17 +67,27 @@ fi
 
 say "Installing what is missing and building"
 scripts/install-deps.sh || exit 1
-[ -n "$RUN" ] && chown -R postgres: "$top"
-$RUN make -s -j2 PG_CONFIG=$PGBIN/pg_config >/dev/null || { echo "build failed"; exit 1; }
+make -s -j2 PG_CONFIG=$PGBIN/pg_config >/dev/null || { echo "build failed"; exit 1; }
 $SUDO make -s install PG_CONFIG=$PGBIN/pg_config >/dev/null || { echo "install failed"; exit 1; }
 
 stop_all
 trap 'stop_all; echo; echo "demo stopped"; exit 0' INT TERM
 
-say "Starting PostgreSQL in .demo/ (port $PGPORT) with sac_webhook preloaded"
 rm -rf "$demo"
 mkdir -p "$demo"
-[ -n "$RUN" ] && chown postgres: "$demo"
+if [ -n "$RUN" ]; then
+	chown postgres: "$demo"
+	if ! $RUN test -w "$demo"; then
+		# the checkout is out of the postgres user's reach (e.g. under /root)
+		rmdir "$demo"
+		demo=/var/tmp/sac_webhook_demo
+		rm -rf "$demo"
+		mkdir -p "$demo"
+		chown postgres: "$demo"
+		ln -sfn "$demo" "$top/.demo"
+	fi
+fi
+say "Starting PostgreSQL in $demo (port $PGPORT) with sac_webhook preloaded"
 $RUN $PGBIN/initdb -D "$demo/pgdata" -A trust -U postgres >/dev/null || exit 1
 if $real_api; then
 	api_base=${SAC_API_BASE_URL:-https://api.magalu.com/seller}
