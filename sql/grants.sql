@@ -1,6 +1,9 @@
 --
 -- Roles and privileges: nothing for PUBLIC, the receiver may only receive
 --
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS sac_webhook;
+RESET client_min_messages;
 CREATE ROLE regress_sac_rcv LOGIN IN ROLE sac_webhook_receiver;
 CREATE ROLE regress_sac_reader LOGIN IN ROLE sac_webhook_reader;
 CREATE ROLE regress_sac_nobody LOGIN;

@@ -1,6 +1,9 @@
 --
 -- receive(): durable inbox, coalescing, nothing stored on rejection
 --
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS sac_webhook;
+RESET client_min_messages;
 CREATE FUNCTION pg_temp.n(status text, id text DEFAULT 'debde69a-2dbb-427b-b478-6cffd7930ecf',
                           tenant text DEFAULT '3b5cf468-c858-404b-9e53-630e3df9d74a')
 RETURNS text LANGUAGE sql AS $$
