@@ -4,10 +4,19 @@
  *		Apply a fetch result to sac_webhook.tickets / messages and finish
  *		its inbox row.
  *
- * Every outcome is one unit of work that first finishes the inbox row, but
+ * First each job's fate is decided from its HTTP outcome alone; then the
+ * database work is done.  Each job's work first finishes its inbox row, but
  * only while this process still holds its lease (same owner and attempt
- * number), and then changes the data.  A row whose lease was taken over by
- * another worker is left alone, so a result is never applied twice.
+ * number), and then changes the data, in the same transaction: a row whose
+ * lease was taken over by another worker is left alone, so a result is never
+ * applied twice, and a crash loses both or neither.
+ *
+ * The background worker applies a whole batch in one transaction (one
+ * commit, one WAL flush for up to sac_webhook.batch_size rows).  Should any
+ * row fail, that transaction is rolled back and every row is applied again
+ * in a transaction of its own, so that the failing one is retried or marked
+ * dead alone.  process() applies each row in a subtransaction of its
+ * caller's transaction.
  *
  *	200			upsert the document, unless the stored copy is newer
  *				(updated_at); NOTIFY
@@ -132,31 +141,6 @@ static const char *const ticket_delete_sql =
 static const char *const message_delete_sql =
 "DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND id = $2";
 
-/* What apply_unit does with a job */
-typedef enum ApplyAction
-{
-	ACT_UPSERT,
-	ACT_DELETE
-} ApplyAction;
-
-typedef struct ApplyArgs
-{
-	SacJob	   *job;
-	ApplyAction action;
-	Jsonb	   *doc;
-	bool		finished;		/* the row was still ours and is done */
-	bool		changed;		/* data changed */
-} ApplyArgs;
-
-typedef struct DeferArgs
-{
-	SacJob	   *job;
-	const char *error;
-	int64		delay_ms;
-	bool		dead;
-	bool		count_attempt;
-	bool		finished;		/* reached done or dead */
-} DeferArgs;
 
 /*
  * Queue a NOTIFY describing an applied change.
@@ -184,17 +168,205 @@ notify_change(SacJob *job, const char *action)
 }
 
 /*
- * Unit: finish the row as done and apply the change.
+ * Backoff before the next attempt: base * 2^(attempts-1), capped, with
+ * jitter over the upper half.
+ */
+static int64
+backoff_ms(int attempts)
+{
+	int64		cap = (int64) sac_retry_max_delay_s * 1000;
+	int64		delay = sac_retry_base_delay_ms;
+
+	for (int i = 1; i < attempts && delay < cap; i++)
+		delay *= 2;
+	delay = Min(delay, cap);
+	return delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
+}
+
+/*
+ * Decide that a job goes back to the queue (or, its attempts used up, dies).
+ * delay_ms < 0 means the usual backoff; count_attempt false gives the
+ * attempt back (nothing was really tried).
+ */
+void
+sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt)
+{
+	job->decided = true;
+	job->count_attempt = count_attempt;
+	job->delay_ms = delay_ms >= 0 ? delay_ms : backoff_ms(job->attempts);
+	/* the text must outlive units of work: keep it with the job */
+	if (count_attempt && job->attempts >= sac_max_attempts)
+	{
+		job->action = SAC_ACT_DEAD;
+		job->error = why ? MemoryContextStrdup(job->cxt, psprintf("%s; gave up after %d attempts",
+																  why, job->attempts)) : NULL;
+	}
+	else
+	{
+		job->action = SAC_ACT_RETRY;
+		job->error = why ? MemoryContextStrdup(job->cxt, why) : NULL;
+	}
+}
+
+static void
+decide_dead(SacJob *job, char *why)
+{
+	job->decided = true;
+	job->action = SAC_ACT_DEAD;
+	job->count_attempt = true;
+	job->delay_ms = 0;
+	job->error = why;
+}
+
+/*
+ * Decide a job's fate from its HTTP outcome (see the file header).
  */
 static void
-apply_unit(void *arg)
+decide(SacJob *job)
 {
-	ApplyArgs  *a = (ApplyArgs *) arg;
-	SacJob	   *job = a->job;
+	SacHttpRequest *req = &job->req;
+	const char *rid;
+
+	if (job->decided)
+		return;
+	job->decided = true;
+	job->rid = "";
+	if (!job->fetch)
+	{
+		job->action = SAC_ACT_DELETE;
+		return;
+	}
+	rid = req->request_id[0] ? psprintf(" (request id %s)", req->request_id) : "";
+	if (req->too_large)
+		decide_dead(job, psprintf("the API response is larger than sac_webhook.max_response_size (%d bytes)",
+								  sac_max_response_bytes));
+	else if (req->curl_code != 0)
+		sac_apply_defer(job, psprintf("could not fetch %s: %s", job->resource, req->error), -1, true);
+	else if (req->status == 200)
+	{
+		job->action = SAC_ACT_UPSERT;
+		job->rid = rid;	/* allocated in the batch's context, like the job */
+	}
+	else if (req->status == 404 || req->status == 410)
+	{
+		if (job->status != SAC_CHANGE_DELETION && job->attempts <= sac_not_found_retries)
+			sac_apply_defer(job, psprintf("HTTP %ld: not found yet, checking again%s", req->status, rid),
+							sac_not_found_delay_ms, true);
+		else
+			job->action = SAC_ACT_DELETE;
+	}
+	else if (req->status == 401 || req->status == 408 || req->status == 429 ||
+			 (req->status >= 500 && req->status <= 599))
+		sac_apply_defer(job, psprintf("HTTP %ld from the API%s%s", req->status,
+									  req->status == 401 ? " after a token refresh" : "", rid),
+						req->retry_after_s >= 0 ? (int64) req->retry_after_s * 1000 : -1, true);
+	else
+		decide_dead(job, psprintf("HTTP %ld from the API%s", req->status, rid));
+}
+
+/*
+ * Read a 200 body: a JSON object whose "id" is the id that was asked for.
+ * Returns NULL and sets *why when it is not; raises when it is not JSON.
+ */
+static Jsonb *
+read_document(SacJob *job, const char **why)
+{
+	Jsonb	   *doc;
+	JsonbValue	key;
+	JsonbValue *id;
+	char		want[40];
+
+	job->parsing = true;
+	doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(job->req.body)));
+	job->parsing = false;
+	if (!JB_ROOT_IS_OBJECT(doc))
+	{
+		*why = "the API answered with JSON that is not an object";
+		return NULL;
+	}
+	key.type = jbvString;
+	key.val.string.val = "id";
+	key.val.string.len = 2;
+	id = findJsonbValueFromContainer(&doc->root, JB_FOBJECT, &key);
+	sac_uuid_to_cstring(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id, want);
+	if (id == NULL || id->type != jbvString || id->val.string.len != 36 ||
+		pg_strncasecmp(id->val.string.val, want, 36) != 0)
+	{
+		*why = "the API answered with a document whose \"id\" is not the requested one";
+		return NULL;
+	}
+	return doc;
+}
+
+/*
+ * Put the row back in the queue, or mark it dead, as decided.
+ */
+static void
+execute_defer(SacJob *job)
+{
+	Oid			types[8] = {INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			ret;
+
+	sac_spi_prepare(&defer_plan, defer_sql, 8, types);
+	values[0] = Int64GetDatum(job->id);
+	values[1] = Int32GetDatum(MyProcPid);
+	values[2] = Int32GetDatum(job->attempts);
+	values[3] = Int32GetDatum((int32) job->req.status);
+	if (job->req.status == 0)
+		nulls[3] = 'n';
+	values[4] = CStringGetTextDatum(job->action == SAC_ACT_DEAD ? "dead" : "retrying");
+	values[5] = Int64GetDatum(job->delay_ms);
+	if (job->error)
+		values[6] = CStringGetTextDatum(job->error);
+	else
+		nulls[6] = 'n';
+	values[7] = Int32GetDatum(job->count_attempt ? 0 : 1);
+	ret = SPI_execute_plan(defer_plan, values, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		char	   *state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+															  SPI_tuptable->tupdesc,
+															  1, &isnull));
+
+		job->finished = strcmp(state, "retrying") != 0;
+	}
+}
+
+/*
+ * Do a job's database work as decided: finish its row and change the data,
+ * or defer it.  Needs an SPI connection; raises on failure.
+ */
+static void
+execute(SacJob *job)
+{
 	Oid			dtypes[4] = {INT8OID, INT4OID, INT4OID, INT4OID};
 	Datum		dvalues[4];
 	char		dnulls[4] = {' ', ' ', ' ', ' '};
+	Jsonb	   *doc = NULL;
 	int			ret;
+
+	if (job->action == SAC_ACT_RETRY || job->action == SAC_ACT_DEAD)
+	{
+		execute_defer(job);
+		return;
+	}
+	if (job->action == SAC_ACT_UPSERT)
+	{
+		const char *why = NULL;
+
+		doc = read_document(job, &why);
+		if (doc == NULL)
+		{
+			sac_apply_defer(job, psprintf("%s%s", why, job->rid), -1, true);
+			execute_defer(job);
+			return;
+		}
+	}
 
 	sac_spi_prepare(&done_plan, done_sql, 4, dtypes);
 	dvalues[0] = Int64GetDatum(job->id);
@@ -208,16 +380,16 @@ apply_unit(void *arg)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed != 1)
 		return;					/* the lease went to someone else */
-	a->finished = true;
+	job->finished = true;
 
-	if (a->action == ACT_UPSERT)
+	if (job->action == SAC_ACT_UPSERT)
 	{
 		Oid			types[4] = {UUIDOID, UUIDOID, JSONBOID, UUIDOID};
 		Datum		values[4];
 
 		values[0] = UUIDPGetDatum(&job->tenant_id);
 		values[1] = UUIDPGetDatum(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id);
-		values[2] = JsonbPGetDatum(a->doc);
+		values[2] = JsonbPGetDatum(doc);
 		values[3] = UUIDPGetDatum(&job->ticket_id);
 		if (job->topic == SAC_TOPIC_TICKET)
 		{
@@ -231,8 +403,8 @@ apply_unit(void *arg)
 		}
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "upsert failed: %s", SPI_result_code_string(ret));
-		a->changed = SPI_processed > 0;
-		if (a->changed)
+		job->changed = SPI_processed > 0;
+		if (job->changed)
 			notify_change(job, "upsert");
 	}
 	else
@@ -254,248 +426,98 @@ apply_unit(void *arg)
 		}
 		if (ret != SPI_OK_DELETE)
 			elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
-		a->changed = true;
+		job->changed = true;
 		notify_change(job, "delete");
 	}
 }
 
+/* The jobs of one call to sac_apply_jobs */
+typedef struct JobList
+{
+	SacJob	   *jobs;
+	int			njobs;
+} JobList;
+
+static void
+execute_one_unit(void *arg)
+{
+	execute((SacJob *) arg);
+}
+
+static void
+execute_all_unit(void *arg)
+{
+	JobList    *list = (JobList *) arg;
+
+	for (int i = 0; i < list->njobs; i++)
+		execute(&list->jobs[i]);
+}
+
+static void
+reset_outcome(SacJob *job)
+{
+	job->finished = false;
+	job->changed = false;
+	job->parsing = false;
+}
+
 /*
- * Unit: put the row back in the queue, or mark it dead.
+ * Apply one job in a unit of its own; if that fails, retry it with the
+ * failure as its error, so that it is never left claimed.
  */
 static void
-defer_unit(void *arg)
+apply_alone(SacJob *job)
 {
-	DeferArgs  *a = (DeferArgs *) arg;
-	SacJob	   *job = a->job;
-	Oid			types[8] = {INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			ret;
-
-	sac_spi_prepare(&defer_plan, defer_sql, 8, types);
-	values[0] = Int64GetDatum(job->id);
-	values[1] = Int32GetDatum(MyProcPid);
-	values[2] = Int32GetDatum(job->attempts);
-	values[3] = Int32GetDatum((int32) job->req.status);
-	if (job->req.status == 0)
-		nulls[3] = 'n';
-	values[4] = CStringGetTextDatum(a->dead ? "dead" : "retrying");
-	values[5] = Int64GetDatum(a->delay_ms);
-	if (a->error)
-		values[6] = CStringGetTextDatum(a->error);
-	else
-		nulls[6] = 'n';
-	values[7] = Int32GetDatum(a->count_attempt ? 0 : 1);
-	ret = SPI_execute_plan(defer_plan, values, nulls, false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		char	   *state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-															  SPI_tuptable->tupdesc,
-															  1, &isnull));
-
-		a->finished = strcmp(state, "retrying") != 0;
-	}
-}
-
-/*
- * Backoff before the next attempt: base * 2^(attempts-1), capped, with
- * jitter over the upper half.
- */
-static int64
-backoff_ms(int attempts)
-{
-	int64		cap = (int64) sac_retry_max_delay_s * 1000;
-	int64		delay = sac_retry_base_delay_ms;
-
-	for (int i = 1; i < attempts && delay < cap; i++)
-		delay *= 2;
-	delay = Min(delay, cap);
-	return delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
-}
-
-/*
- * Put a job back in the queue with an error, or mark it dead when its
- * attempts are used up.  delay_ms < 0 means the usual backoff;
- * count_attempt false gives the attempt back (nothing was tried).
- */
-void
-sac_apply_deferred(SacJob *job, const char *why, int delay_ms, bool count_attempt)
-{
-	DeferArgs	a;
 	char	   *error = NULL;
 
-	memset(&a, 0, sizeof(a));
-	a.job = job;
-	a.error = why;
-	a.count_attempt = count_attempt;
-	a.delay_ms = delay_ms >= 0 ? delay_ms : backoff_ms(job->attempts);
-	a.dead = count_attempt && job->attempts >= sac_max_attempts;
-	if (a.dead && why)
-		a.error = psprintf("%s; gave up after %d attempts", why, job->attempts);
-	if (!sac_run_unit(defer_unit, &a, &error))
+	reset_outcome(job);
+	if (sac_run_unit(execute_one_unit, job, &error))
+		return;
+
+	if (job->parsing)
+		sac_apply_defer(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s",
+									  job->rid), -1, true);
+	else
+		sac_apply_defer(job, psprintf("could not apply %s: %s", job->resource, error), -1, true);
+	reset_outcome(job);
+	if (!sac_run_unit(execute_one_unit, job, &error))
 		ereport(sac_in_worker ? WARNING : ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not update inbox row " INT64_FORMAT ": %s", job->id, error)));
-	else if (a.finished)
-		sac_finished_count++;
 }
 
 /*
- * Mark a job dead at once (a client error that retrying cannot mend).
- */
-static void
-apply_dead(SacJob *job, const char *why)
-{
-	DeferArgs	a;
-	char	   *error = NULL;
-
-	memset(&a, 0, sizeof(a));
-	a.job = job;
-	a.error = why;
-	a.dead = true;
-	a.count_attempt = true;
-	if (!sac_run_unit(defer_unit, &a, &error))
-		ereport(sac_in_worker ? WARNING : ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not update inbox row " INT64_FORMAT ": %s", job->id, error)));
-	else if (a.finished)
-		sac_finished_count++;
-}
-
-/*
- * Read a 200 body: a JSON object whose "id" is the id that was asked for.
- * Returns NULL and sets *why when it is not.
- */
-static Jsonb *
-read_document(SacJob *job, const char **why)
-{
-	Jsonb	   *doc;
-	JsonbValue	key;
-	JsonbValue *id;
-	char		want[40];
-
-	doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(job->req.body)));
-	if (!JB_ROOT_IS_OBJECT(doc))
-	{
-		*why = "the API answered with JSON that is not an object";
-		return NULL;
-	}
-	key.type = jbvString;
-	key.val.string.val = "id";
-	key.val.string.len = 2;
-	id = findJsonbValueFromContainer(&doc->root, JB_FOBJECT, &key);
-	sac_uuid_to_cstring(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id, want);
-	if (id == NULL || id->type != jbvString || id->val.string.len != 36 ||
-		pg_strncasecmp(id->val.string.val, want, 36) != 0)
-	{
-		*why = "the API answered with a document whose \"id\" is not the requested one";
-		return NULL;
-	}
-	return doc;
-}
-
-/* Unit wrapper around read_document so that bad JSON is caught */
-typedef struct ReadArgs
-{
-	SacJob	   *job;
-	Jsonb	   *doc;
-	const char *why;
-	MemoryContext cxt;
-} ReadArgs;
-
-static void
-read_unit(void *arg)
-{
-	ReadArgs   *r = (ReadArgs *) arg;
-	MemoryContext old = MemoryContextSwitchTo(r->cxt);
-
-	r->doc = read_document(r->job, &r->why);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Apply one fetched (or, for an unconfirmed DELETION, unfetched) job.
+ * Apply the outcomes of a batch of claimed jobs (see the file header).
  */
 void
-sac_apply_result(SacJob *job)
+sac_apply_jobs(SacJob *jobs, int njobs)
 {
-	SacHttpRequest *req = &job->req;
-	ApplyArgs	a;
-	char	   *error = NULL;
-	const char *rid = req->request_id[0] ? psprintf(" (request id %s)", req->request_id) : "";
+	bool		together = false;
 
-	memset(&a, 0, sizeof(a));
-	a.job = job;
-
-	if (!job->fetch)
-		a.action = ACT_DELETE;
-	else if (req->too_large)
+	for (int i = 0; i < njobs; i++)
 	{
-		apply_dead(job, psprintf("the API response is larger than sac_webhook.max_response_size (%d bytes)",
-								 sac_max_response_bytes));
-		return;
-	}
-	else if (req->curl_code != 0)
-	{
-		sac_apply_deferred(job, psprintf("could not fetch %s: %s", job->resource, req->error), -1, true);
-		return;
-	}
-	else if (req->status == 200)
-	{
-		ReadArgs	r;
-
-		memset(&r, 0, sizeof(r));
-		r.job = job;
-		r.cxt = CurrentMemoryContext;
-		if (!sac_run_unit(read_unit, &r, &error))
-		{
-			sac_apply_deferred(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s", rid), -1, true);
-			return;
-		}
-		if (r.doc == NULL)
-		{
-			sac_apply_deferred(job, psprintf("%s%s", r.why, rid), -1, true);
-			return;
-		}
-		a.action = ACT_UPSERT;
-		a.doc = r.doc;
-	}
-	else if (req->status == 404 || req->status == 410)
-	{
-		if (job->status != SAC_CHANGE_DELETION && job->attempts <= sac_not_found_retries)
-		{
-			sac_apply_deferred(job, psprintf("HTTP %ld: not found yet, checking again%s", req->status, rid),
-							   sac_not_found_delay_ms, true);
-			return;
-		}
-		a.action = ACT_DELETE;
-	}
-	else if (req->status == 401 || req->status == 408 || req->status == 429 ||
-			 (req->status >= 500 && req->status <= 599))
-	{
-		sac_apply_deferred(job, psprintf("HTTP %ld from the API%s%s", req->status,
-										 req->status == 401 ? " after a token refresh" : "", rid),
-						   req->retry_after_s >= 0 ? req->retry_after_s * 1000 : -1, true);
-		return;
-	}
-	else
-	{
-		apply_dead(job, psprintf("HTTP %ld from the API%s", req->status, rid));
-		return;
+		reset_outcome(&jobs[i]);
+		decide(&jobs[i]);
 	}
 
-	if (!sac_run_unit(apply_unit, &a, &error))
+	if (sac_in_worker && njobs > 1)
 	{
-		sac_apply_deferred(job, psprintf("could not apply %s: %s", job->resource, error), -1, true);
-		return;
+		JobList		list = {jobs, njobs};
+
+		together = sac_run_unit(execute_all_unit, &list, NULL);
 	}
-	if (a.finished)
+	if (!together)
+		for (int i = 0; i < njobs; i++)
+			apply_alone(&jobs[i]);
+
+	for (int i = 0; i < njobs; i++)
 	{
-		sac_finished_count++;
-		if (sac_shared && a.changed)
-			pg_atomic_fetch_add_u64(a.action == ACT_UPSERT ? &sac_shared->applied : &sac_shared->deleted, 1);
+		SacJob	   *job = &jobs[i];
+
+		if (job->finished)
+			sac_finished_count++;
+		if (sac_shared && job->changed)
+			pg_atomic_fetch_add_u64(job->action == SAC_ACT_UPSERT ? &sac_shared->applied
+									: &sac_shared->deleted, 1);
 	}
 }

@@ -36,7 +36,7 @@ static SPIPlanPtr fail_plan = NULL;
 static const char *const lock_sql =
 "SELECT pg_catalog.pg_try_advisory_lock($2, $3),"
 "       t.client_id, t.client_secret, t.refresh_token, t.access_token,"
-"       (t.access_token IS NULL OR t.token_expires_at < now() + make_interval(secs => $4))"
+"       (t.access_token IS NULL OR coalesce(t.token_expires_at < now() + make_interval(secs => $4), false))"
 "  FROM sac_webhook.tenants t WHERE t.tenant_id = $1";
 
 static const char *const unlock_sql =

@@ -12,8 +12,8 @@
  * 3. Fetch every resource concurrently (fetch.c), outside any transaction
  *	  in the worker; a 401 refreshes the tenant's token once and fetches
  *	  again.
- * 4. Apply each result in its own unit of work (apply.c); a failing row
- *	  is retried or marked dead on its own.
+ * 4. Apply the results (apply.c): in the worker, the whole batch in one
+ *	  transaction; a failing row is retried or marked dead on its own.
  *
  * A unit of work is a transaction in the worker and a subtransaction of the
  * caller's transaction in process(), which cannot commit.
@@ -48,7 +48,7 @@ static SPIPlanPtr next_due_plan = NULL;
 #define CLAIM_RETURNING \
 	" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id," \
 	"           i.message_id, i.attempts, t.api_base_url, t.access_token," \
-	"           (t.access_token IS NULL OR t.token_expires_at < now() + make_interval(secs => $4))"
+	"           (t.access_token IS NULL OR coalesce(t.token_expires_at < now() + make_interval(secs => $4), false))"
 
 /* Rows whose lease ran out or whose owner is gone */
 static const char *const reclaim_sql =
@@ -266,6 +266,7 @@ collect_claimed(Batch *b)
 		sac_format_resource(job->resource, job->topic, &job->ticket_id,
 							&job->message_id);
 		job->tenant = batch_tenant(b, &job->tenant_id, tup, td);
+		job->cxt = b->cxt;
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -443,7 +444,7 @@ sac_run_batch(int limit, bool prune, int64 *next_due_ms)
 		fetch_jobs(todo, nagain);
 	}
 
-	/* apply, each row on its own */
+	/* rows that could not be fetched go back to the queue; then apply */
 	for (int i = 0; i < b.njobs; i++)
 	{
 		SacJob	   *job = &b.jobs[i];
@@ -451,15 +452,14 @@ sac_run_batch(int limit, bool prune, int64 *next_due_ms)
 		if (job->fetch && job->tenant->unavailable)
 		{
 			if (job->tenant->busy)
-				sac_apply_deferred(job, NULL, 1000, false);
+				sac_apply_defer(job, NULL, 1000, false);
 			else
-				sac_apply_deferred(job, job->tenant->error, -1, true);
+				sac_apply_defer(job, job->tenant->error, -1, true);
 		}
 		else if (job->req.interrupted)
-			sac_apply_deferred(job, NULL, 0, false);
-		else
-			sac_apply_result(job);
+			sac_apply_defer(job, NULL, 0, false);
 	}
+	sac_apply_jobs(b.jobs, b.njobs);
 	return b.njobs;
 }
 

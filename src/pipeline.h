@@ -27,6 +27,15 @@ typedef struct SacTenant
 	char	   *error;			/* why it is unavailable */
 } SacTenant;
 
+/* What becomes of a claimed row */
+typedef enum SacApplyAction
+{
+	SAC_ACT_UPSERT,
+	SAC_ACT_DELETE,
+	SAC_ACT_RETRY,
+	SAC_ACT_DEAD
+} SacApplyAction;
+
 /* One claimed inbox row */
 typedef struct SacJob
 {
@@ -39,8 +48,22 @@ typedef struct SacJob
 	int			attempts;		/* including the current one */
 	char		resource[SAC_RESOURCE_MAXLEN];
 	SacTenant  *tenant;
+	MemoryContext cxt;			/* the batch's memory */
 	bool		fetch;			/* needs an HTTP GET */
 	SacHttpRequest req;
+
+	/* what to do with it (apply.c) */
+	bool		decided;
+	SacApplyAction action;
+	char	   *error;			/* for last_error, or NULL */
+	int64		delay_ms;		/* until the next attempt */
+	bool		count_attempt;	/* false: the attempt is given back */
+	const char *rid;			/* " (request id ...)" or "" */
+
+	/* what came of it */
+	bool		parsing;		/* reading the document when it failed */
+	bool		finished;		/* row done or dead */
+	bool		changed;		/* data changed */
 } SacJob;
 
 /*
@@ -60,7 +83,7 @@ extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *t
 extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
 
 /* apply.c */
-extern void sac_apply_result(SacJob *job);
-extern void sac_apply_deferred(SacJob *job, const char *why, int delay_ms, bool count_attempt);
+extern void sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt);
+extern void sac_apply_jobs(SacJob *jobs, int njobs);
 
 #endif							/* SAC_PIPELINE_H */

@@ -173,6 +173,8 @@ sac_webhook_worker_main(Datum main_arg)
 			warned_missing = true;
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
+		/* table statistics feed autovacuum: the inbox churns */
+		pgstat_report_stat(false);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch_cxt);
 

@@ -159,6 +159,18 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT id) FROM apply_log'),
 	'10|10', 'nothing applied twice');
 
+# 3b. A bad answer in a batch: the batch's shared transaction is rolled back
+# and its rows applied one by one, so the bad row alone is retried
+$node->safe_psql('postgres', 'TRUNCATE apply_log');
+mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/${\uuid_of(501)}", "mode": "badjson"}});
+receive_tickets('CREATION', map { uuid_of($_) } 501 .. 505);
+wait_drained('a batch with one bad answer drains');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(attempts::text, ',' ORDER BY resource) FROM sac_webhook.inbox WHERE resource LIKE '%0000000005__'"),
+	'2,1,1,1,1', 'only the bad row was tried again');
+is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT id) FROM apply_log'),
+	'5|5', 'each row of that batch applied once');
+
 # 4. The API goes away; the server restarts with rows waiting; the API comes back
 stop_mock();
 receive_tickets('UPDATE', map { uuid_of($_) } 201 .. 205);
