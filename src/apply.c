@@ -58,12 +58,18 @@ static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
 static SPIPlanPtr message_delete_plan = NULL;
 
-/* Finish a row we still hold: done */
+/*
+ * Finish a row we still hold: done.  A row is ours while its lease_owner is
+ * our pid and its attempts the number we claimed it with; lease_owner is
+ * cleared whenever a row leaves 'processing'.  (Not testing the state also
+ * keeps the planner on the primary key rather than the partial index of
+ * processing rows, which holds the whole batch.)
+ */
 static const char *const done_sql =
 "UPDATE sac_webhook.inbox"
-"   SET state = 'done', finished_at = now(), lease_until = NULL,"
+"   SET state = 'done', finished_at = now(), lease_until = NULL, lease_owner = NULL,"
 "       last_http_status = $4, last_error = NULL"
-" WHERE id = $1 AND state = 'processing' AND lease_owner = $2 AND attempts = $3";
+" WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
 
 /*
  * Put a row we still hold back in the queue (or mark it dead).  When another
@@ -87,7 +93,7 @@ static const char *const defer_sql =
 "       lease_until = NULL, lease_owner = NULL,"
 "       last_http_status = coalesce($4, last_http_status),"
 "       last_error = coalesce($7, last_error)"
-" WHERE id = $1 AND state = 'processing' AND lease_owner = $2 AND attempts = $3"
+" WHERE id = $1 AND lease_owner = $2 AND attempts = $3"
 " RETURNING state::text";
 
 static const char *const ticket_upsert_sql =

@@ -110,7 +110,8 @@ sac_webhook_receive(PG_FUNCTION_ARGS)
 	if (insert_plan == NULL)
 	{
 		Oid			types[6] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID};
-		SPIPlanPtr	plan = SPI_prepare(insert_sql, 6, types);
+		SPIPlanPtr	plan = SPI_prepare_cursor(insert_sql, 6, types,
+											  CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

@@ -65,7 +65,12 @@ static const char *const reclaim_sql =
 " WHERE i.id = c.id AND t.tenant_id = i.tenant_id AND t.enabled"
 CLAIM_RETURNING;
 
-/* Due rows of enabled tenants whose resource has no fetch in flight */
+/*
+ * Due rows of enabled tenants whose resource has no fetch in flight.  (OFFSET
+ * 0 keeps the NOT EXISTS a per-row probe of the processing rows' index by
+ * tenant and resource: as an anti-join the planner, seeing few processing
+ * rows in its statistics, would scan them all for every candidate.)
+ */
 static const char *const claim_sql =
 "UPDATE sac_webhook.inbox i"
 "   SET state = 'processing', lease_until = now() + make_interval(secs => $2),"
@@ -76,7 +81,7 @@ static const char *const claim_sql =
 "                        WHERE e.tenant_id = w.tenant_id AND e.enabled)"
 "           AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox p"
 "                            WHERE p.tenant_id = w.tenant_id AND p.resource = w.resource"
-"                              AND p.state = 'processing')"
+"                              AND p.state = 'processing' OFFSET 0)"
 "         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED) c,"
 "       sac_webhook.tenants t"
 " WHERE i.id = c.id AND t.tenant_id = i.tenant_id"
@@ -96,7 +101,7 @@ static const char *const next_due_sql =
 "   AND EXISTS (SELECT 1 FROM sac_webhook.tenants e WHERE e.tenant_id = w.tenant_id AND e.enabled)";
 
 /*
- * Prepare a statement once per process and keep it.
+ * Prepare a statement once per process and keep it, with a generic plan.
  */
 void
 sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
@@ -105,7 +110,8 @@ sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 
 	if (*plan != NULL)
 		return;
-	p = SPI_prepare(sql, nargs, types);
+	/* generic plans: our statements gain nothing from re-planning per call */
+	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 	if (p == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(p) != 0)
@@ -192,7 +198,7 @@ typedef struct Batch
 	int			ntenants;
 	int64		next_due_ms;	/* when nothing was claimed: wait hint */
 	MemoryContext cxt;			/* where claimed rows are copied to */
-	bool		prune;
+	bool		housekeeping;	/* take back lost leases, prune done rows */
 } Batch;
 
 /*
@@ -272,7 +278,7 @@ collect_claimed(Batch *b)
 }
 
 /*
- * Unit: claim up to b->limit rows.
+ * Unit: claim up to b->limit rows (see sac_run_batch).
  */
 static void
 claim_unit(void *arg)
@@ -290,10 +296,13 @@ claim_unit(void *arg)
 	values[2] = Int32GetDatum(MyProcPid);
 	values[3] = Int32GetDatum(sac_token_refresh_margin_s);
 
-	ret = SPI_execute_plan(reclaim_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "inbox reclaim failed: %s", SPI_result_code_string(ret));
-	collect_claimed(b);
+	if (b->housekeeping)
+	{
+		ret = SPI_execute_plan(reclaim_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "inbox reclaim failed: %s", SPI_result_code_string(ret));
+		collect_claimed(b);
+	}
 
 	if (b->njobs < b->limit)
 	{
@@ -304,7 +313,7 @@ claim_unit(void *arg)
 		collect_claimed(b);
 	}
 
-	if (b->prune)
+	if (b->housekeeping)
 	{
 		Oid			ptypes[1] = {INT4OID};
 		Datum		pvalues[1] = {Int32GetDatum(sac_done_retention_s)};
@@ -374,12 +383,13 @@ fetch_jobs(SacJob **jobs, int n)
 }
 
 /*
- * Run one batch: claim up to limit rows, fetch and apply them.  Returns the
- * number of rows claimed; *next_due_ms tells, when none was, how long until
+ * Run one batch: claim up to limit rows, fetch and apply them.  With
+ * housekeeping, first take back rows whose lease ran out or whose owner is
+ * gone, and prune finished rows.  Returns the number of rows claimed; *next_due_ms tells, when none was, how long until
  * the next row is due (-1: none waiting).
  */
 int
-sac_run_batch(int limit, bool prune, int64 *next_due_ms)
+sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
 {
 	Batch		b;
 	char	   *error = NULL;
@@ -389,7 +399,7 @@ sac_run_batch(int limit, bool prune, int64 *next_due_ms)
 	memset(&b, 0, sizeof(b));
 	b.limit = limit;
 	b.cxt = CurrentMemoryContext;
-	b.prune = prune;
+	b.housekeeping = housekeeping;
 	b.jobs = palloc0(sizeof(SacJob) * limit);
 	b.tenants = palloc0(sizeof(SacTenant) * limit);
 	/* a lease long enough for the whole batch, slow answers included */

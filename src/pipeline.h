@@ -75,7 +75,7 @@ typedef void (*SacUnitFn) (void *arg);
 extern bool sac_in_worker;
 extern volatile sig_atomic_t sac_stop_requested;
 extern int	sac_finished_count;
-extern int	sac_run_batch(int limit, bool prune, int64 *next_due_ms);
+extern int	sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms);
 extern bool sac_run_unit(SacUnitFn fn, void *arg, char **error);
 extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 

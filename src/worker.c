@@ -38,8 +38,8 @@
 
 PG_FUNCTION_INFO_V1(sac_webhook_worker_counters);
 
-/* How often the worker prunes finished rows */
-#define PRUNE_INTERVAL_MS 10000
+/* How often the worker takes back lost leases and prunes finished rows */
+#define HOUSEKEEPING_INTERVAL_MS 5000
 
 static int	worker_slot = -1;
 
@@ -113,7 +113,7 @@ void
 sac_webhook_worker_main(Datum main_arg)
 {
 	MemoryContext batch_cxt;
-	TimestampTz last_prune = 0;
+	TimestampTz last_housekeeping = 0;
 	bool		warned_missing = false;
 
 	worker_slot = DatumGetInt32(main_arg);
@@ -157,12 +157,13 @@ sac_webhook_worker_main(Datum main_arg)
 		if (extension_present)
 		{
 			TimestampTz now = GetCurrentTimestamp();
-			bool		prune = TimestampDifferenceExceeds(last_prune, now, PRUNE_INTERVAL_MS);
+			bool		housekeeping = TimestampDifferenceExceeds(last_housekeeping, now,
+																  HOUSEKEEPING_INTERVAL_MS);
 
 			warned_missing = false;
-			if (prune)
-				last_prune = now;
-			claimed = sac_run_batch(sac_batch_size, prune, &next_due_ms);
+			if (housekeeping)
+				last_housekeeping = now;
+			claimed = sac_run_batch(sac_batch_size, housekeeping, &next_due_ms);
 		}
 		else if (!warned_missing)
 		{
