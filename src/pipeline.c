@@ -385,7 +385,8 @@ fetch_jobs(SacJob **jobs, int n)
 /*
  * Run one batch: claim up to limit rows, fetch and apply them.  With
  * housekeeping, first take back rows whose lease ran out or whose owner is
- * gone, and prune finished rows.  Returns the number of rows claimed; *next_due_ms tells, when none was, how long until
+ * gone, and prune finished rows.  Returns the number of rows claimed (-1 if
+ * the claim failed, in the worker); *next_due_ms tells, when none was, how long until
  * the next row is due (-1: none waiting).
  */
 int
@@ -408,9 +409,12 @@ sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
 		(sac_request_timeout_ms / 1000 + 1) * 2;
 
 	if (!sac_run_unit(claim_unit, &b, &error))
+	{
 		ereport(sac_in_worker ? WARNING : ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not claim inbox rows: %s", error)));
+		return -1;
+	}
 	if (next_due_ms)
 		*next_due_ms = b.next_due_ms;
 	if (b.njobs == 0)

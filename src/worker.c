@@ -92,7 +92,8 @@ sac_register_worker(void)
 }
 
 /*
- * Unit: is the extension installed in this database?
+ * Unit: is the extension installed in this database?  Asked at start, and
+ * again whenever a claim fails (the extension may have been dropped).
  */
 static bool extension_present;
 
@@ -153,7 +154,8 @@ sac_webhook_worker_main(Datum main_arg)
 
 		old = MemoryContextSwitchTo(batch_cxt);
 		pgstat_report_activity(STATE_RUNNING, "sac_webhook batch");
-		sac_run_unit(check_extension_unit, NULL, NULL);
+		if (!extension_present)
+			sac_run_unit(check_extension_unit, NULL, NULL);
 		if (extension_present)
 		{
 			TimestampTz now = GetCurrentTimestamp();
@@ -164,6 +166,9 @@ sac_webhook_worker_main(Datum main_arg)
 			if (housekeeping)
 				last_housekeeping = now;
 			claimed = sac_run_batch(sac_batch_size, housekeeping, &next_due_ms);
+			/* dropped or broken: look for the extension again after a pause */
+			if (claimed < 0)
+				extension_present = false;
 		}
 		else if (!warned_missing)
 		{

@@ -223,5 +223,19 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE 
 my $log = slurp_file($node->logfile, $log_offset);
 unlike($log, qr/tok-1|rt-1|at-\d|demo-secret|SellerName|Bela e a Fera/, 'no secrets or content in the log');
 
+# 8. The extension dropped and created again: the worker waits, then carries on
+$node->safe_psql('postgres', 'DROP EXTENSION sac_webhook');
+ok($node->poll_query_until('postgres', "SELECT pg_read_file('" . $node->logfile . "') ~ 'waits for the extension'"),
+	'worker notices the extension is gone');
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION sac_webhook;
+INSERT INTO sac_webhook.tenants (tenant_id, access_token, token_expires_at)
+SELECT '$tenant', access_token, now() + interval '1 hour' FROM (SELECT 'tok-1'::text AS access_token) s;
+});
+mock('POST', '/_mock/tokens', '{"access_token": "tok-1"}');
+receive_tickets('CREATION', uuid_of(601));
+wait_drained('worker serves the re-created extension');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets"), '1', 'row applied after re-creation');
+
 $node->stop;
 done_testing();
