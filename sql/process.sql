@@ -74,6 +74,15 @@ SELECT sac_webhook.receive(pg_temp.n('DELETION', '10000000-0000-4000-8000-000000
 SELECT sac_webhook.process() AS finished;
 SELECT count(*) AS tickets FROM sac_webhook.tickets;
 
+-- Moderation blocks a message: its text and attachments are not kept
+\! test/mock_ctl PUT /_mock/v0/tickets/10000000-0000-4000-8000-000000000001/messages/20000000-0000-4000-8000-000000000001 '{"id": "20000000-0000-4000-8000-000000000001", "message": "call me on +55 11 99999-0000", "attachments": [{"url": "https://x/doc.pdf"}], "ticket": {"id": "10000000-0000-4000-8000-000000000001"}, "sender": {"type": "customer"}, "moderation": {"status": "blocked", "block_rules": ["phone_number"], "updated_at": "2024-08-10T10:00:00"}, "created_at": "2024-08-09T13:30:38.609142Z"}'
+SELECT sac_webhook.receive(pg_temp.m('UPDATE', '10000000-0000-4000-8000-000000000001', '20000000-0000-4000-8000-000000000001')) > 0 AS received;
+SELECT sac_webhook.process() AS finished;
+SELECT moderation_status, message, data ? 'message' AS has_text, data ? 'attachments' AS has_attachments,
+       data->'moderation'->'block_rules' AS block_rules, updated_at
+  FROM sac_webhook.messages;
+SELECT count(*) AS traces FROM sac_webhook.messages m WHERE m::text LIKE '%99999-0000%' OR m::text LIKE '%doc.pdf%';
+
 -- Moderation: the message is gone upstream, and here
 \! test/mock_ctl DELETE /_mock/v0/tickets/10000000-0000-4000-8000-000000000001/messages/20000000-0000-4000-8000-000000000001
 SELECT sac_webhook.receive(pg_temp.m('DELETION', '10000000-0000-4000-8000-000000000001', '20000000-0000-4000-8000-000000000001')) > 0 AS received;

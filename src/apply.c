@@ -19,7 +19,8 @@
  * caller's transaction.
  *
  *	200			upsert the document, unless the stored copy is newer
- *				(updated_at); NOTIFY
+ *				(updated_at); a message blocked by moderation loses its text
+ *				and attachments; NOTIFY
  *	404, 410	after a CREATION or UPDATE, first retried a few times (the
  *				API may lag); then the resource is gone: delete it, with a
  *				ticket's messages; NOTIFY
@@ -118,17 +119,23 @@ static const char *const ticket_upsert_sql =
 " WHERE t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL"
 "    OR EXCLUDED.updated_at >= t.updated_at";
 
+/*
+ * A message that moderation did not let through (any moderation status but
+ * new, pending or approved) is kept without its text and attachments.
+ */
 static const char *const message_upsert_sql =
 "INSERT INTO sac_webhook.messages AS m"
 "  (tenant_id, id, ticket_id, code, message, sender_type, sender_id, sender_name,"
 "   destination, moderation_status, created_at, updated_at, data, fetched_at)"
-" SELECT $1, $2, $4, d->>'code', d->>'message', d->'sender'->>'type',"
-"        d->'sender'->>'id', d->'sender'->>'name', d->>'destination',"
+" SELECT $1, $2, $4, d->>'code', CASE WHEN NOT blocked THEN d->>'message' END,"
+"        d->'sender'->>'type', d->'sender'->>'id', d->'sender'->>'name', d->>'destination',"
 "        d->'moderation'->>'status', sac_webhook.api_timestamp(d->>'created_at'),"
 "        greatest(sac_webhook.api_timestamp(d->'moderation'->>'updated_at'),"
 "                 sac_webhook.api_timestamp(d->>'created_at')),"
-"        d, now()"
-"   FROM (SELECT $3::jsonb AS d) s"
+"        CASE WHEN blocked THEN d - 'message' - 'attachments' ELSE d END, now()"
+"   FROM (SELECT $3::jsonb AS d) s,"
+"        LATERAL (SELECT coalesce(d->'moderation'->>'status', 'approved')"
+"                        NOT IN ('new', 'pending', 'approved') AS blocked) b"
 " ON CONFLICT (tenant_id, id) DO UPDATE"
 "   SET ticket_id = EXCLUDED.ticket_id, code = EXCLUDED.code,"
 "       message = EXCLUDED.message, sender_type = EXCLUDED.sender_type,"
