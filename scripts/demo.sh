@@ -198,7 +198,7 @@ note()
 	fi
 }
 TICKETS="SELECT id, status, type, closed, reason, updated_at FROM sac_webhook.tickets;"
-MESSAGES="SELECT id, ticket_id, moderation_status, left(message, 40) AS message FROM sac_webhook.messages;"
+MESSAGES="SELECT id, ticket_id, status, left(message, 40) AS message FROM sac_webhook.messages;"
 
 say "1. A customer opens a ticket: Magalu notifies a CREATION"
 mock_put "/v0/tickets/$ticket" "$(ticket_doc 2024-08-07T13:42:46 waiting false null)"

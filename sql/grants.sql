@@ -10,7 +10,7 @@ CREATE ROLE regress_sac_nobody LOGIN;
 
 -- SECURITY DEFINER functions pin search_path; nothing is executable by PUBLIC
 SELECT p.oid::regprocedure, p.prosecdef, p.proconfig
-  FROM pg_proc p WHERE p.pronamespace = 'sac_webhook'::regnamespace ORDER BY 1::text;
+  FROM pg_proc p WHERE p.pronamespace = 'sac_webhook'::regnamespace ORDER BY p.oid::regprocedure::text;
 SELECT count(*) AS public_function_grants
   FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
  WHERE p.pronamespace = 'sac_webhook'::regnamespace AND a.grantee = 0;

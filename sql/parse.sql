@@ -150,4 +150,4 @@ SELECT sac_webhook.parse(NULL::text) IS NULL AS null_text, sac_webhook.parse(NUL
 
 -- Volatility and parallel safety as documented
 SELECT p.oid::regprocedure, p.provolatile, p.proparallel, p.proisstrict
-  FROM pg_proc p WHERE p.proname = 'parse' AND p.pronamespace = 'sac_webhook'::regnamespace ORDER BY 1::text;
+  FROM pg_proc p WHERE p.proname = 'parse' AND p.pronamespace = 'sac_webhook'::regnamespace ORDER BY p.oid::regprocedure::text;

@@ -52,7 +52,7 @@ SELECT sac_webhook.process() AS finished;
 SELECT id, code IS NOT NULL AS has_code, type, status, closed, reason, protocol, origin, order_id, channel_id,
        due_date, created_at, updated_at, data->'order'->'delivery'->'seller'->>'name' AS seller
   FROM sac_webhook.tickets;
-SELECT id, ticket_id, message, sender_type, destination, moderation_status, created_at, updated_at
+SELECT id, ticket_id, message, sender_type, destination, status, created_at, updated_at
   FROM sac_webhook.messages;
 SELECT state, attempts, last_http_status, last_error, notifications FROM sac_webhook.inbox ORDER BY id;
 
@@ -78,7 +78,7 @@ SELECT count(*) AS tickets FROM sac_webhook.tickets;
 \! test/mock_ctl PUT /_mock/v0/tickets/10000000-0000-4000-8000-000000000001/messages/20000000-0000-4000-8000-000000000001 '{"id": "20000000-0000-4000-8000-000000000001", "message": "call me on +55 11 99999-0000", "attachments": [{"url": "https://x/doc.pdf"}], "ticket": {"id": "10000000-0000-4000-8000-000000000001"}, "sender": {"type": "customer"}, "moderation": {"status": "blocked", "block_rules": ["phone_number"], "updated_at": "2024-08-10T10:00:00"}, "created_at": "2024-08-09T13:30:38.609142Z"}'
 SELECT sac_webhook.receive(pg_temp.m('UPDATE', '10000000-0000-4000-8000-000000000001', '20000000-0000-4000-8000-000000000001')) > 0 AS received;
 SELECT sac_webhook.process() AS finished;
-SELECT moderation_status, message, data ? 'message' AS has_text, data ? 'attachments' AS has_attachments,
+SELECT status, message, data ? 'message' AS has_text, data ? 'attachments' AS has_attachments,
        data->'moderation'->'block_rules' AS block_rules, updated_at
   FROM sac_webhook.messages;
 SELECT count(*) AS traces FROM sac_webhook.messages m WHERE m::text LIKE '%99999-0000%' OR m::text LIKE '%doc.pdf%';
@@ -192,13 +192,14 @@ SELECT sac_webhook.process() AS finished;
 SELECT refresh_token <> :'first_rotation' AS rotated_again, token_expires_at > now() + interval '50 min' AS expiry_set
   FROM sac_webhook.tenants;
 
--- A failing refresh leaves the rows waiting with a clear error, never dead at once
+-- A failing refresh leaves the rows waiting with a clear error; nothing was
+-- tried, so no attempt is used up, and each failure in a row waits longer
 \! test/mock_ctl POST /_mock/token_faults '{"status": 500}'
 \! test/mock_ctl POST /_mock/tokens/expire
 SELECT sac_webhook.receive(pg_temp.n('CREATION', '10000000-0000-4000-8000-000000000014')) > 0 AS received;
 SELECT sac_webhook.process() AS finished;
 SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000014');
-SELECT last_token_error FROM sac_webhook.tenants;
+SELECT last_token_error, token_failure_streak FROM sac_webhook.tenants;
 SELECT pg_temp.due();
 SELECT sac_webhook.process() AS finished;
 SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000014');
@@ -210,7 +211,16 @@ UPDATE sac_webhook.tenants SET refresh_token = 'spent', token_expires_at = now()
 SELECT sac_webhook.receive(pg_temp.n('CREATION', '10000000-0000-4000-8000-000000000015')) > 0 AS received;
 SELECT sac_webhook.process() AS finished;
 SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000015');
-SELECT last_token_error FROM sac_webhook.tenants;
+SELECT last_token_error, token_failure_streak FROM sac_webhook.tenants;
+
+-- A document value that cannot be stored: the row retries, and its error
+-- does not quote the document
+\! test/mock_ctl PUT /_mock/v0/tickets/10000000-0000-4000-8000-000000000017 '{"id": "10000000-0000-4000-8000-000000000017", "status": "open", "updated_at": "someday in 2024-private-data"}'
+UPDATE sac_webhook.tenants SET refresh_token = :'good_refresh', access_token = :'good_access', token_expires_at = now() + interval '1 hour';
+SELECT sac_webhook.receive(pg_temp.n('CREATION', '10000000-0000-4000-8000-000000000017')) > 0 AS received;
+SELECT sac_webhook.process() AS finished;
+SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000017');
+UPDATE sac_webhook.tenants SET refresh_token = 'spent', access_token = 'expired', token_expires_at = now();
 
 -- Tokens and secrets appear nowhere but in tenants
 SELECT count(*) AS leaks FROM sac_webhook.inbox i, sac_webhook.tenants t

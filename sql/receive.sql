@@ -60,7 +60,7 @@ SELECT sac_webhook.receive('{"topic": "sac_ticket"}');
 SELECT sac_webhook.receive('');
 SELECT sac_webhook.receive(pg_temp.n('UPDATE', 'not-a-uuid'));
 SELECT count(*) = :rows_before AS nothing_stored FROM sac_webhook.inbox;
-SELECT sac_webhook.receive(NULL) IS NULL AS strict;
+SELECT sac_webhook.receive(NULL);
 
 -- In the caller's transaction: a rollback takes the receipt back
 BEGIN;
@@ -85,6 +85,18 @@ SELECT sac_webhook.requeue_dead(tenant => '00000000-0000-4000-8000-000000000001'
 SELECT sac_webhook.requeue_dead(tenant => '3b5cf468-c858-404b-9e53-630e3df9d74a', topic => 'sac_message') AS requeued;
 SELECT state, attempts, finished_at FROM sac_webhook.inbox WHERE topic = 'sac_message';
 SELECT sac_webhook.requeue_dead(topic => 'sac_order');
+
+-- Throwing rows away: dead ones, and waiting ones of unknown tenants
+UPDATE sac_webhook.inbox SET state = 'dead', finished_at = now() - interval '2 days'
+ WHERE topic = 'sac_message';
+SELECT sac_webhook.discard_dead(older_than => '3 days') AS too_recent;
+SELECT sac_webhook.discard_dead(tenant => '00000000-0000-4000-8000-000000000001') AS other_tenant;
+SELECT sac_webhook.discard_dead(older_than => '1 day') AS discarded;
+SELECT sac_webhook.discard_unregistered() AS too_recent;
+UPDATE sac_webhook.inbox SET last_received_at = now() - interval '8 days'
+ WHERE tenant_id = '00000000-0000-4000-8000-000000000001';
+SELECT sac_webhook.discard_unregistered() AS discarded;
+SELECT tenant_id, state, count(*) FROM sac_webhook.inbox GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- Timestamps without a zone are UTC
 SET timezone = 'America/Sao_Paulo';

@@ -58,6 +58,7 @@ CREATE TABLE @extschema@.tenants (
 	enabled boolean NOT NULL DEFAULT true,
 	token_refreshed_at timestamptz,
 	last_token_error text,
+	token_failure_streak integer NOT NULL DEFAULT 0,
 	created_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE @extschema@.tenants IS 'sellers and their OAuth credentials; readable only by the extension owner';
@@ -138,7 +139,7 @@ CREATE TABLE @extschema@.messages (
 	sender_id text,
 	sender_name text,
 	destination text,
-	moderation_status text,
+	status text,
 	created_at timestamptz,
 	updated_at timestamptz,
 	data jsonb NOT NULL,
@@ -147,7 +148,8 @@ CREATE TABLE @extschema@.messages (
 );
 CREATE INDEX messages_ticket ON @extschema@.messages (tenant_id, ticket_id);
 COMMENT ON TABLE @extschema@.messages IS 'messages on tickets as last fetched from the API';
-COMMENT ON COLUMN @extschema@.messages.updated_at IS 'moderation.updated_at, or created_at when the message was never moderated';
+COMMENT ON COLUMN @extschema@.messages.updated_at IS 'the later of moderation.updated_at and created_at';
+COMMENT ON COLUMN @extschema@.messages.status IS 'moderation.status: new, approved, blocked, ...';
 
 -- pg_dump keeps the data of these extension tables.
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tenants', '');
@@ -174,7 +176,7 @@ COMMENT ON FUNCTION @extschema@.parse(jsonb) IS 'validate a webhook notification
 CREATE FUNCTION @extschema@.receive(payload text)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'sac_webhook_receive'
-LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.receive(text) IS 'validate a webhook notification and store it in the inbox; returns the inbox id';
 
@@ -253,6 +255,44 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.requeue_dead(uuid, text) IS 'put dead inbox rows back in the queue; returns how many';
+
+--
+-- Throw away dead rows (all, or of one tenant) that finished before
+-- older_than ago.
+--
+CREATE FUNCTION @extschema@.discard_dead(older_than interval DEFAULT '0', tenant uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH gone AS (
+		DELETE FROM sac_webhook.inbox i
+		 WHERE i.state = 'dead' AND i.finished_at <= now() - older_than
+		   AND (tenant IS NULL OR i.tenant_id = tenant)
+		RETURNING 1)
+	SELECT count(*) FROM gone
+$$;
+COMMENT ON FUNCTION @extschema@.discard_dead(interval, uuid) IS 'delete dead inbox rows; returns how many';
+
+--
+-- Throw away waiting rows of tenants that are not registered (or are
+-- disabled) and last heard of before older_than ago.
+--
+CREATE FUNCTION @extschema@.discard_unregistered(older_than interval DEFAULT '7 days')
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH gone AS (
+		DELETE FROM sac_webhook.inbox i
+		 WHERE i.state IN ('pending', 'retrying')
+		   AND i.last_received_at <= now() - older_than
+		   AND NOT EXISTS (SELECT 1 FROM sac_webhook.tenants t
+							WHERE t.tenant_id = i.tenant_id AND t.enabled)
+		RETURNING 1)
+	SELECT count(*) FROM gone
+$$;
+COMMENT ON FUNCTION @extschema@.discard_unregistered(interval) IS 'delete waiting inbox rows of unknown or disabled tenants; returns how many';
 
 --
 -- Monitoring

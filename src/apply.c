@@ -38,7 +38,9 @@
 
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#if PG_VERSION_NUM >= 150000
 #include "common/pg_prng.h"
+#endif
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -101,7 +103,8 @@ static const char *const ticket_upsert_sql =
 "INSERT INTO sac_webhook.tickets AS t"
 "  (tenant_id, id, code, type, status, closed, reason, protocol, origin,"
 "   order_id, order_code, channel_id, due_date, created_at, updated_at, data, fetched_at)"
-" SELECT $1, $2, d->>'code', d->>'type', d->>'status', (d->>'closed')::boolean,"
+" SELECT $1, $2, d->>'code', d->>'type', d->>'status',"
+"        CASE jsonb_typeof(d->'closed') WHEN 'boolean' THEN (d->'closed')::boolean END,"
 "        d->>'reason', d->>'protocol', d->>'origin',"
 "        d->'order'->>'id', d->'order'->>'code', d->'channel'->>'id',"
 "        sac_webhook.api_timestamp(d->>'due_date'),"
@@ -126,7 +129,7 @@ static const char *const ticket_upsert_sql =
 static const char *const message_upsert_sql =
 "INSERT INTO sac_webhook.messages AS m"
 "  (tenant_id, id, ticket_id, code, message, sender_type, sender_id, sender_name,"
-"   destination, moderation_status, created_at, updated_at, data, fetched_at)"
+"   destination, status, created_at, updated_at, data, fetched_at)"
 " SELECT $1, $2, $4, d->>'code', CASE WHEN NOT blocked THEN d->>'message' END,"
 "        d->'sender'->>'type', d->'sender'->>'id', d->'sender'->>'name', d->>'destination',"
 "        d->'moderation'->>'status', sac_webhook.api_timestamp(d->>'created_at'),"
@@ -141,7 +144,7 @@ static const char *const message_upsert_sql =
 "       message = EXCLUDED.message, sender_type = EXCLUDED.sender_type,"
 "       sender_id = EXCLUDED.sender_id, sender_name = EXCLUDED.sender_name,"
 "       destination = EXCLUDED.destination,"
-"       moderation_status = EXCLUDED.moderation_status,"
+"       status = EXCLUDED.status,"
 "       created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
 "       data = EXCLUDED.data, fetched_at = EXCLUDED.fetched_at"
 " WHERE m.updated_at IS NULL OR EXCLUDED.updated_at IS NULL"
@@ -184,8 +187,8 @@ notify_change(SacJob *job, const char *action)
  * Backoff before the next attempt: base * 2^(attempts-1), capped, with
  * jitter over the upper half.
  */
-static int64
-backoff_ms(int attempts)
+int64
+sac_backoff_ms(int attempts)
 {
 	int64		cap = (int64) sac_retry_max_delay_s * 1000;
 	int64		delay = sac_retry_base_delay_ms;
@@ -193,7 +196,11 @@ backoff_ms(int attempts)
 	for (int i = 1; i < attempts && delay < cap; i++)
 		delay *= 2;
 	delay = Min(delay, cap);
+#if PG_VERSION_NUM >= 150000
 	return delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
+#else
+	return delay / 2 + (int64) ((double) random() / ((double) MAX_RANDOM_VALUE + 1) * (delay / 2 + 1));
+#endif
 }
 
 /*
@@ -206,7 +213,7 @@ sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt
 {
 	job->decided = true;
 	job->count_attempt = count_attempt;
-	job->delay_ms = delay_ms >= 0 ? delay_ms : backoff_ms(job->attempts);
+	job->delay_ms = delay_ms >= 0 ? delay_ms : sac_backoff_ms(job->attempts);
 	/* the text must outlive units of work: keep it with the job */
 	if (count_attempt && job->attempts >= sac_max_attempts)
 	{
@@ -490,6 +497,13 @@ apply_alone(SacJob *job)
 	if (job->parsing)
 		sac_apply_defer(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s",
 									  job->rid), -1, true);
+	else if (ERRCODE_TO_CATEGORY(sac_unit_sqlerrcode) == ERRCODE_DATA_EXCEPTION)
+	{
+		/* such messages quote the document: say only what kind of error */
+		sac_apply_defer(job, psprintf("could not apply %s: the API document has a value that cannot be stored (SQLSTATE %s)%s",
+									  job->resource, unpack_sql_state(sac_unit_sqlerrcode),
+									  job->rid), -1, true);
+	}
 	else
 		sac_apply_defer(job, psprintf("could not apply %s: %s", job->resource, error), -1, true);
 	reset_outcome(job);

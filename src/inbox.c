@@ -94,7 +94,7 @@ inbox_xact_callback(XactEvent event, void *arg)
 Datum
 sac_webhook_receive(PG_FUNCTION_ARGS)
 {
-	text	   *payload = PG_GETARG_TEXT_PP(0);
+	text	   *payload;
 	SacNotification n;
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
@@ -102,6 +102,12 @@ sac_webhook_receive(PG_FUNCTION_ARGS)
 	int64		id;
 	int			ret;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("webhook payload is null"),
+				 errdetail("A webhook payload must be a JSON object.")));
+	payload = PG_GETARG_TEXT_PP(0);
 	sac_parse_payload(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload), &n);
 
 	if (SPI_connect() != SPI_OK_CONNECT)

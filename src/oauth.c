@@ -47,13 +47,15 @@ static const char *const store_sql =
 "   SET access_token = d->>'access_token',"
 "       refresh_token = coalesce(d->>'refresh_token', t.refresh_token),"
 "       token_expires_at = now() + make_interval(secs => coalesce((d->>'expires_in')::integer, 3600)),"
-"       token_refreshed_at = now(), last_token_error = NULL"
+"       token_refreshed_at = now(), last_token_error = NULL, token_failure_streak = 0"
 "  FROM (SELECT $2::jsonb AS d) s"
 " WHERE t.tenant_id = $1 AND jsonb_typeof(d->'access_token') = 'string'"
 " RETURNING t.access_token";
 
 static const char *const fail_sql =
-"UPDATE sac_webhook.tenants SET last_token_error = $2 WHERE tenant_id = $1";
+"UPDATE sac_webhook.tenants"
+"   SET last_token_error = $2, token_failure_streak = token_failure_streak + 1"
+" WHERE tenant_id = $1 RETURNING token_failure_streak";
 
 typedef struct RefreshArgs
 {
@@ -170,7 +172,8 @@ store_unit(void *arg)
 }
 
 /*
- * Unit: record why the refresh failed.
+ * Unit: record why the refresh failed, and how many times in a row it has;
+ * the tenant's rows wait longer each time.
  */
 static void
 fail_unit(void *arg)
@@ -182,8 +185,15 @@ fail_unit(void *arg)
 	sac_spi_prepare(&fail_plan, fail_sql, 2, types);
 	values[0] = UUIDPGetDatum(&r->tenant->id);
 	values[1] = CStringGetTextDatum(r->error);
-	if (SPI_execute_plan(fail_plan, values, NULL, false, 1) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(fail_plan, values, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "tenant update failed");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		r->tenant->failures = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+	}
 }
 
 /*

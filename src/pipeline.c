@@ -37,6 +37,9 @@ PG_FUNCTION_INFO_V1(sac_webhook_process);
 
 bool		sac_in_worker = false;
 
+/* SQLSTATE of the last unit of work that failed */
+int			sac_unit_sqlerrcode = 0;
+
 /* Set by the worker's SIGTERM handler; stops fetches early */
 volatile sig_atomic_t sac_stop_requested = false;
 
@@ -176,6 +179,7 @@ sac_run_unit(SacUnitFn fn, void *arg, char **error)
 			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
 			edata->elevel > ERROR)
 			ReThrowError(edata);
+		sac_unit_sqlerrcode = edata->sqlerrcode;
 		if (error)
 			*error = pstrdup(edata->message ? edata->message : "unknown error");
 		FreeErrorData(edata);
@@ -465,10 +469,15 @@ sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
 
 		if (job->fetch && job->tenant->unavailable)
 		{
+			/*
+			 * Nothing was tried: the attempt is given back, and the row
+			 * waits as long as the tenant's credentials keep failing.
+			 */
 			if (job->tenant->busy)
 				sac_apply_defer(job, NULL, 1000, false);
 			else
-				sac_apply_defer(job, job->tenant->error, -1, true);
+				sac_apply_defer(job, job->tenant->error,
+								sac_backoff_ms(Max(job->tenant->failures, 1)), false);
 		}
 		else if (job->req.interrupted)
 			sac_apply_defer(job, NULL, 0, false);

@@ -25,6 +25,7 @@ typedef struct SacTenant
 	bool		unavailable;	/* refresh failed or is running elsewhere */
 	bool		busy;			/* another session is refreshing it */
 	char	   *error;			/* why it is unavailable */
+	int			failures;		/* refreshes failed in a row */
 } SacTenant;
 
 /* What becomes of a claimed row */
@@ -73,6 +74,7 @@ typedef struct SacJob
 typedef void (*SacUnitFn) (void *arg);
 
 extern bool sac_in_worker;
+extern int	sac_unit_sqlerrcode;
 extern volatile sig_atomic_t sac_stop_requested;
 extern int	sac_finished_count;
 extern int	sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms);
@@ -85,5 +87,6 @@ extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
 /* apply.c */
 extern void sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt);
 extern void sac_apply_jobs(SacJob *jobs, int njobs);
+extern int64 sac_backoff_ms(int attempts);
 
 #endif							/* SAC_PIPELINE_H */
