@@ -120,14 +120,6 @@ check_http_url(char **newval, void **extra, GucSource source)
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("sac_webhook.database",
-							   "Database in which the background worker applies notifications.",
-							   NULL, &sac_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("sac_webhook.workers",
-							"Number of background workers (0 disables them).",
-							NULL, &sac_workers, 1, 0, SAC_MAX_WORKERS,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("sac_webhook.api_base_url",
 							   "Base URL of the seller API, for tenants without their own.",
 							   NULL, &sac_api_base_url, "https://api.magalu.com/seller",
@@ -197,6 +189,23 @@ _PG_init(void)
 							NULL, &sac_token_refresh_margin_s, 60, 0, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
+	/*
+	 * The worker's settings exist only where the worker can: a postmaster
+	 * setting cannot be defined once the server runs.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("sac_webhook.database",
+								   "Database in which the background worker applies notifications.",
+								   NULL, &sac_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("sac_webhook.workers",
+								"Number of background workers (0 disables them).",
+								NULL, &sac_workers, 1, 0, SAC_MAX_WORKERS,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
+
+	/* last: this drops placeholders of settings not defined by now */
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("sac_webhook");
 #else

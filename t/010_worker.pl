@@ -1,6 +1,7 @@
-# The background worker: drains the inbox with nobody calling process(),
-# announces changes, survives kill -9 and restarts without losing or
-# repeating work, follows SIGHUP, rides out an API outage, stops on SIGTERM.
+# The background workers (two of them here) drain the inbox with nobody
+# calling process() and never apply a row twice between them; they announce
+# changes, survive kill -9 and restarts without losing or repeating work,
+# follow SIGHUP, ride out an API outage and stop promptly on SIGTERM.
 use strict;
 use warnings;
 use Cwd qw(abs_path);
@@ -66,6 +67,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'sac_webhook'
 restart_after_crash = on
 sac_webhook.database = 'postgres'
+sac_webhook.workers = 2
 sac_webhook.api_base_url = '$mock_url'
 sac_webhook.token_url = '$mock_url/oauth/token'
 sac_webhook.poll_interval = '2s'
@@ -116,12 +118,12 @@ sub wait_drained
 sub worker_pid
 {
 	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker'");
+		"SELECT min(pid) FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker'");
 }
 
 # 1. The worker drains what receive() stores, woken at commit
-ok($node->poll_query_until('postgres', "SELECT workers_running = 1 FROM sac_webhook.stats"),
-	'worker running');
+ok($node->poll_query_until('postgres', "SELECT workers_running = 2 FROM sac_webhook.stats"),
+	'both workers running');
 my $t0 = time();
 receive_tickets('CREATION', map { uuid_of($_) } 1 .. 50);
 wait_drained('worker drains rows stored by receive()');
@@ -150,8 +152,8 @@ ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 10 FROM sac_webhook.inbox WHERE state = 'processing'"), 'batch in flight');
 my $pid = worker_pid();
 kill 'KILL', $pid;
-ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker' AND pid <> $pid"),
-	'worker restarted after kill -9');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker' AND pid <> $pid"),
+	'workers restarted after kill -9');
 wait_drained('rows of the killed worker are finished by its successor');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM sac_webhook.tickets WHERE id::text LIKE '00000000-0000-4000-8000-0000000001%'"),
