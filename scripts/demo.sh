@@ -73,22 +73,28 @@ $SUDO make -s install PG_CONFIG=$PGBIN/pg_config >/dev/null || { echo "install f
 stop_all
 trap 'stop_all; echo; echo "demo stopped"; exit 0' INT TERM
 
-rm -rf "$demo"
-mkdir -p "$demo"
-if [ -n "$RUN" ]; then
-	chown postgres: "$demo"
-	if ! $RUN test -w "$demo"; then
-		# the checkout is out of the postgres user's reach (e.g. under /root)
-		rmdir "$demo"
-		demo=/var/tmp/sac_webhook_demo
-		rm -rf "$demo"
-		mkdir -p "$demo"
+# With real credentials an earlier cluster is kept: it holds the tenant's
+# rotated refresh token, and the one in the environment is spent.
+reuse=false
+if $real_api && [ -f "$demo/pgdata/PG_VERSION" ]; then
+	reuse=true
+else
+	rm -rf "$demo"
+	mkdir -p "$demo"
+	if [ -n "$RUN" ]; then
 		chown postgres: "$demo"
-		ln -sfn "$demo" "$top/.demo"
+		if ! $RUN test -w "$demo"; then
+			# the checkout is out of the postgres user's reach (e.g. under /root)
+			rmdir "$demo"
+			demo=/var/tmp/sac_webhook_demo
+			rm -rf "$demo"
+			mkdir -p "$demo"
+			chown postgres: "$demo"
+			ln -sfn "$demo" "$top/.demo"
+		fi
 	fi
 fi
-say "Starting PostgreSQL in $demo (port $PGPORT) with sac_webhook preloaded"
-$RUN $PGBIN/initdb -D "$demo/pgdata" -A trust -U postgres >/dev/null || exit 1
+
 if $real_api; then
 	api_base=${SAC_API_BASE_URL:-https://api.magalu.com/seller}
 	token_url=${SAC_TOKEN_URL:-https://id.magalu.com/oauth/token}
@@ -96,59 +102,91 @@ else
 	api_base="http://127.0.0.1:$MOCK_PORT"
 	token_url="http://127.0.0.1:$MOCK_PORT/oauth/token"
 fi
-cat >> "$demo/pgdata/postgresql.conf" <<EOF
-port = $PGPORT
-listen_addresses = ''
-unix_socket_directories = '$demo'
-shared_preload_libraries = 'sac_webhook'
-sac_webhook.database = '$DB'
-sac_webhook.api_base_url = '$api_base'
-sac_webhook.token_url = '$token_url'
-EOF
-$RUN $PGBIN/pg_ctl -D "$demo/pgdata" -l "$demo/postgres.log" -w start >/dev/null || exit 1
-
-psql_demo() { $RUN $PGBIN/psql -X -q -h "$demo" -p $PGPORT -U postgres -d $DB "$@"; }
+# the socket lives in /tmp: a checkout's path may be too long for a socket
+SOCKDIR=/tmp
+psql_demo() { $RUN $PGBIN/psql -X -q -h $SOCKDIR -p $PGPORT -U postgres -d $DB "$@"; }
 # show a query, then run it
 show()
 {
 	printf '%s%s%s\n' "$dim" "$1" "$off"
 	psql_demo -P pager=off -c "$1"
 }
+# start a program in the background (as postgres when root); check it answers
+start_service()
+{
+	local name=$1 url=$2
+	shift 2
+	rm -f "$demo/$name.pid"
+	# the program writes its own pid (runuser's would not pass signals on)
+	$RUN sh -c 'echo $$ > "$0"; exec "$@"' "$demo/$name.pid" "$@" >"$demo/$name.log" 2>&1 &
+	for _ in $(seq 20); do [ -s "$demo/$name.pid" ] && break; sleep 0.05; done
+	for _ in $(seq 50); do
+		curl -sf -o /dev/null "$url" && return 0
+		kill -0 "$(cat "$demo/$name.pid")" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "the $name did not start; its log ($demo/$name.log) says:"
+	cat "$demo/$name.log"
+	stop_all
+	exit 1
+}
 
-$RUN $PGBIN/createdb -h "$demo" -p $PGPORT -U postgres $DB || exit 1
-secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-psql_demo -v ON_ERROR_STOP=1 <<EOF || exit 1
+say "Starting PostgreSQL in $demo (port $PGPORT) with sac_webhook preloaded"
+if ! $reuse; then
+	$RUN $PGBIN/initdb -D "$demo/pgdata" -A trust -U postgres >/dev/null || exit 1
+	cat >> "$demo/pgdata/postgresql.conf" <<EOF
+port = $PGPORT
+listen_addresses = ''
+unix_socket_directories = '$SOCKDIR'
+EOF
+	# create the database first, so that the worker finds it when it starts
+	$RUN $PGBIN/pg_ctl -D "$demo/pgdata" -l "$demo/postgres.log" -w start >/dev/null ||
+		{ echo "PostgreSQL did not start (is port $PGPORT taken? set SAC_DEMO_PGPORT)"; exit 1; }
+	$RUN $PGBIN/createdb -h $SOCKDIR -p $PGPORT -U postgres $DB || exit 1
+	psql_demo -v ON_ERROR_STOP=1 <<EOF || exit 1
 CREATE EXTENSION sac_webhook;
 CREATE ROLE sac_demo_receiver LOGIN IN ROLE sac_webhook_receiver;
 EOF
+	$RUN $PGBIN/pg_ctl -D "$demo/pgdata" -w stop >/dev/null || exit 1
+	cat >> "$demo/pgdata/postgresql.conf" <<EOF
+shared_preload_libraries = 'sac_webhook'
+sac_webhook.database = '$DB'
+sac_webhook.api_base_url = '$api_base'
+sac_webhook.token_url = '$token_url'
+EOF
+fi
+$RUN $PGBIN/pg_ctl -D "$demo/pgdata" -l "$demo/postgres.log" -w start >/dev/null ||
+	{ echo "PostgreSQL did not start (is port $PGPORT taken? set SAC_DEMO_PGPORT)"; tail -5 "$demo/postgres.log"; exit 1; }
 
 tenant=${SAC_TENANT_ID:-3b5cf468-c858-404b-9e53-630e3df9d74a}
 if ! $real_api; then
 	say "Starting the mock Magalu API on 127.0.0.1:$MOCK_PORT"
-	$PGBIN/sac_webhook_mock_api --listen 127.0.0.1:$MOCK_PORT --quiet \
-		--client demo-client:demo-secret --refresh-token demo-refresh-token \
-		>"$demo/mock.log" 2>&1 &
-	echo $! > "$demo/mock.pid"
-	for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/_mock/health" && break; sleep 0.1; done
+	start_service mock "http://127.0.0.1:$MOCK_PORT/_mock/health" \
+		$PGBIN/sac_webhook_mock_api --listen 127.0.0.1:$MOCK_PORT --quiet \
+		--client demo-client:demo-secret --refresh-token demo-refresh-token
 	client_id=demo-client; client_secret=demo-secret; refresh_token=demo-refresh-token
 else
 	client_id=$SAC_CLIENT_ID; client_secret=$SAC_CLIENT_SECRET; refresh_token=$SAC_REFRESH_TOKEN
 fi
 
-say "Registering the seller (tenant) with its OAuth credentials"
-printf '%sINSERT INTO sac_webhook.tenants (tenant_id, name, client_id, client_secret, refresh_token) VALUES (...);%s\n' "$dim" "$off"
-psql_demo -v ON_ERROR_STOP=1 -v tenant="$tenant" -v cid="$client_id" -v csec="$client_secret" -v rt="$refresh_token" <<'EOF' || exit 1
+if ! $reuse; then
+	say "Registering the seller (tenant) with its OAuth credentials"
+	printf '%sINSERT INTO sac_webhook.tenants (tenant_id, name, client_id, client_secret, refresh_token) VALUES (...);%s\n' "$dim" "$off"
+	psql_demo -v ON_ERROR_STOP=1 -v tenant="$tenant" -v cid="$client_id" -v csec="$client_secret" -v rt="$refresh_token" <<'EOF' || exit 1
 INSERT INTO sac_webhook.tenants (tenant_id, name, client_id, client_secret, refresh_token)
 VALUES (:'tenant', 'demo seller', :'cid', :'csec', :'rt');
 EOF
-echo "(no access token yet: the worker gets one with the refresh token)"
+	echo "(no access token yet: the worker gets one with the refresh token)"
+fi
 
 say "Starting the receiver on 127.0.0.1:$RECEIVER_PORT"
-SAC_WEBHOOK_SECRET=$secret $PGBIN/sac_webhook_receiver --listen 127.0.0.1:$RECEIVER_PORT \
-	--db "host=$demo port=$PGPORT dbname=$DB user=sac_demo_receiver" \
-	>"$demo/receiver.log" 2>&1 &
-echo $! > "$demo/receiver.pid"
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$RECEIVER_PORT/healthz" && break; sleep 0.1; done
+secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '%s\n' "$secret" > "$demo/receiver.secret"
+chmod 600 "$demo/receiver.secret"
+[ -n "$RUN" ] && chown postgres: "$demo/receiver.secret"
+start_service receiver "http://127.0.0.1:$RECEIVER_PORT/healthz" \
+	$PGBIN/sac_webhook_receiver --listen 127.0.0.1:$RECEIVER_PORT --secret-file "$demo/receiver.secret" \
+	--db "host=$SOCKDIR port=$PGPORT dbname=$DB user=sac_demo_receiver"
 webhook_url="http://127.0.0.1:$RECEIVER_PORT/webhooks/$secret"
 
 if $real_api; then
@@ -157,7 +195,7 @@ if $real_api; then
 Register this URL (behind your TLS proxy) as the webhook of your application:
   $webhook_url
 Watch the rows arrive:
-  psql -h $demo -p $PGPORT -U postgres $DB -c 'SELECT * FROM sac_webhook.stats'
+  psql -h $SOCKDIR -p $PGPORT -U postgres $DB -c 'SELECT * FROM sac_webhook.stats'
 Ctrl-C stops everything.
 EOF
 	while true; do sleep 3600; done
@@ -240,8 +278,8 @@ post '{"topic": "sac_ticket", "tenant_id": "x"}'
 cat <<EOF
 
 ${bold}Running:${off}
-  PostgreSQL  psql -h $demo -p $PGPORT -U postgres $DB
-  receiver    POST $webhook_url      (logs: .demo/receiver.log)
+  PostgreSQL  psql -h $SOCKDIR -p $PGPORT -U postgres $DB
+  receiver    POST $webhook_url      (log: $demo/receiver.log)
   mock API    http://127.0.0.1:$MOCK_PORT   (the worker fetches from it)
 Stop everything: Ctrl-C here, or scripts/demo.sh stop
 Use the real API: set SAC_TENANT_ID, SAC_CLIENT_ID, SAC_CLIENT_SECRET and

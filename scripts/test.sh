@@ -18,25 +18,23 @@ scripts/install-deps.sh || exit 1
 SUDO=""
 RUN=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 echo "== build"
-make -s -j2 COPT="${COPT:-}" >/dev/null || { echo "build failed"; exit 1; }
-$SUDO make -s install COPT="${COPT:-}" >/dev/null || { echo "install failed"; exit 1; }
+make -s -j2 PG_CONFIG=$PG_CONFIG COPT="${COPT:-}" >/dev/null || { echo "build failed"; exit 1; }
+$SUDO make -s install PG_CONFIG=$PG_CONFIG COPT="${COPT:-}" >/dev/null || { echo "install failed"; exit 1; }
 
+src=$top
 if [ "$(id -u)" -eq 0 ]; then
 	# PostgreSQL refuses to run as root: the tests run as postgres, in a
-	# tree that user owns (a copy when this one is out of its reach)
+	# copy of the tree that user owns (this checkout stays as it is)
 	RUN="runuser -u postgres --"
-	chown -R postgres: "$top"
-	if ! $RUN test -w "$top/Makefile"; then
-		work=$(mktemp -d /tmp/sac_webhook_tests.XXXXXX)
-		cp -a "$top/." "$work/"
-		chown -R postgres: "$work"
-		echo "(running the tests in $work: $top is out of the postgres user's reach)"
-		cd "$work" || exit 1
-		top=$work
-	fi
+	work=$(mktemp -d /tmp/sac_webhook_tests.XXXXXX)
+	trap 'rm -rf "$work"' EXIT
+	tar -C "$top" --exclude=.git -cf - . | tar -C "$work" -xf -
+	chown -R postgres: "$work"
+	cd "$work" || exit 1
+	top=$work
 fi
 
 log="$top/test-results.log"
@@ -49,7 +47,7 @@ run_suite()
 	local name=$1
 	shift
 	echo "== $name"
-	$RUN make -s installcheck "$@" 2>&1 | tee -a "$log"
+	$RUN make -s installcheck PG_CONFIG=$PG_CONFIG "$@" 2>&1 | tee -a "$log"
 	[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 }
 
@@ -60,6 +58,10 @@ run_suite "TAP" REGRESS= ISOLATION= PROVE_FLAGS=-v
 for f in regression.diffs output_iso/regression.diffs; do
 	[ -s "$f" ] && { echo "== $f"; head -200 "$f"; }
 done
+for f in tmp_check/log/regress_log_*; do
+	[ -f "$f" ] && grep -q "not ok" "$f" && { echo "== $f"; tail -60 "$f"; }
+done
+[ "$top" != "$src" ] && cp "$log" "$src/test-results.log"
 
 # count: pg_regress and isolation tests, and TAP subtests
 passed=$(grep -cE '^(ok [0-9]+|(test| ) *[a-z_0-9]+ +\.\.\. ok)' "$log")
