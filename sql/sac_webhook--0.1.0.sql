@@ -90,6 +90,11 @@ CREATE TABLE @extschema@.inbox (
 	CHECK ((topic = 'sac_message') = (message_id IS NOT NULL))
 );
 COMMENT ON TABLE @extschema@.inbox IS 'durable queue of webhook notifications';
+-- A queue table: every row is updated twice and deleted soon after, and the
+-- claim scans its partial indexes from the front.  Vacuum it early.
+ALTER TABLE @extschema@.inbox SET (autovacuum_vacuum_scale_factor = 0.01,
+	autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.02,
+	autovacuum_vacuum_cost_delay = 0);
 
 -- One waiting row per resource: receipts coalesce into it.
 CREATE UNIQUE INDEX inbox_waiting_resource ON @extschema@.inbox (tenant_id, resource)
