@@ -53,19 +53,27 @@ static SPIPlanPtr next_due_plan = NULL;
 	"           i.message_id, i.attempts, t.api_base_url, t.access_token," \
 	"           (t.access_token IS NULL OR coalesce(t.token_expires_at < now() + make_interval(secs => $4), false))"
 
+/*
+ * Both claims pick their rows in a sub-select run once (the ARRAY()) and
+ * update them through the primary key, and are planned afresh each time
+ * with the real LIMIT (see claim_unit): a generic plan, guessing from
+ * statistics taken during a backlog, could scan the whole inbox instead.
+ */
+
 /* Rows whose lease ran out or whose owner is gone */
 static const char *const reclaim_sql =
 "UPDATE sac_webhook.inbox i"
 "   SET lease_until = now() + make_interval(secs => $2), lease_owner = $3,"
 "       attempts = i.attempts + 1, last_attempt_at = now()"
-"  FROM (SELECT r.id FROM sac_webhook.inbox r"
+"  FROM sac_webhook.tenants t"
+" WHERE i.id = ANY (ARRAY("
+"        SELECT r.id FROM sac_webhook.inbox r"
 "         WHERE r.state = 'processing'"
 "           AND (r.lease_until < now() OR r.lease_owner IS NULL"
 "                OR r.lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a"
 "                                          WHERE a.pid IS NOT NULL))"
-"         ORDER BY r.id LIMIT $1 FOR UPDATE SKIP LOCKED) c,"
-"       sac_webhook.tenants t"
-" WHERE i.id = c.id AND t.tenant_id = i.tenant_id AND t.enabled"
+"         ORDER BY r.id LIMIT $1 FOR UPDATE SKIP LOCKED))"
+"   AND t.tenant_id = i.tenant_id AND t.enabled"
 CLAIM_RETURNING;
 
 /*
@@ -78,16 +86,17 @@ static const char *const claim_sql =
 "UPDATE sac_webhook.inbox i"
 "   SET state = 'processing', lease_until = now() + make_interval(secs => $2),"
 "       lease_owner = $3, attempts = i.attempts + 1, last_attempt_at = now()"
-"  FROM (SELECT w.id FROM sac_webhook.inbox w"
+"  FROM sac_webhook.tenants t"
+" WHERE i.id = ANY (ARRAY("
+"        SELECT w.id FROM sac_webhook.inbox w"
 "         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= now()"
 "           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
 "                        WHERE e.tenant_id = w.tenant_id AND e.enabled)"
 "           AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox p"
 "                            WHERE p.tenant_id = w.tenant_id AND p.resource = w.resource"
 "                              AND p.state = 'processing' OFFSET 0)"
-"         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED) c,"
-"       sac_webhook.tenants t"
-" WHERE i.id = c.id AND t.tenant_id = i.tenant_id"
+"         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED))"
+"   AND t.tenant_id = i.tenant_id"
 CLAIM_RETURNING;
 
 static const char *const prune_sql =
@@ -104,22 +113,32 @@ static const char *const next_due_sql =
 "   AND EXISTS (SELECT 1 FROM sac_webhook.tenants e WHERE e.tenant_id = w.tenant_id AND e.enabled)";
 
 /*
- * Prepare a statement once per process and keep it, with a generic plan.
+ * Prepare a statement once per process and keep it, planned as
+ * cursor_options say.
  */
-void
-sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+static void
+prepare_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+			 int cursor_options)
 {
 	SPIPlanPtr	p;
 
 	if (*plan != NULL)
 		return;
-	/* generic plans: our statements gain nothing from re-planning per call */
-	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+	p = SPI_prepare_cursor(sql, nargs, types, cursor_options);
 	if (p == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(p) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	*plan = p;
+}
+
+/*
+ * Prepare a statement that touches rows by key: planned once, generic.
+ */
+void
+sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	prepare_kept(plan, sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 }
 
 /*
@@ -292,8 +311,9 @@ claim_unit(void *arg)
 	Datum		values[4];
 	int			ret;
 
-	sac_spi_prepare(&reclaim_plan, reclaim_sql, 4, types);
-	sac_spi_prepare(&claim_plan, claim_sql, 4, types);
+	/* the claims' best plans depend on the LIMIT and the queue: plan each call */
+	prepare_kept(&reclaim_plan, reclaim_sql, 4, types, CURSOR_OPT_CUSTOM_PLAN);
+	prepare_kept(&claim_plan, claim_sql, 4, types, CURSOR_OPT_CUSTOM_PLAN);
 
 	values[0] = Int32GetDatum(b->limit);
 	values[1] = Int32GetDatum(b->lease_s);
