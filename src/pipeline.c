@@ -300,6 +300,16 @@ collect_claimed(Batch *b)
 	MemoryContextSwitchTo(old);
 }
 
+/* qsort comparator: jobs in inbox order */
+static int
+job_cmp(const void *a, const void *b)
+{
+	int64		ia = ((const SacJob *) a)->id;
+	int64		ib = ((const SacJob *) b)->id;
+
+	return (ia > ib) - (ia < ib);
+}
+
 /*
  * Unit: claim up to b->limit rows (see sac_run_batch).
  */
@@ -336,6 +346,10 @@ claim_unit(void *arg)
 			elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
 		collect_claimed(b);
 	}
+
+	/* work (and announce changes) in the order notifications arrived */
+	if (b->njobs > 1)
+		qsort(b->jobs, b->njobs, sizeof(SacJob), job_cmp);
 
 	if (b->housekeeping)
 	{
