@@ -1,5 +1,6 @@
 # Loaded on demand, without shared_preload_libraries: everything but the
-# background worker works (parse, receive, process, stats).
+# background worker works (parse, receive, process, stats); and pg_dump keeps
+# the extension's data.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -29,6 +30,22 @@ is($node->safe_psql('postgres', 'SET sac_webhook.confirm_deletions = off; SELECT
 is($node->safe_psql('postgres', 'SELECT count(*) FROM sac_webhook.tickets'), '0', 'deletion applied');
 my ($ret, $out, $err) = $node->psql('postgres', 'SHOW sac_webhook.workers');
 like($err, qr/unrecognized configuration parameter/, 'worker settings exist only when preloaded');
+
+# pg_dump keeps the extension's data: tenants, inbox (and its sequence), data tables
+$node->safe_psql('postgres', qq{
+SELECT sac_webhook.receive('$note');
+INSERT INTO sac_webhook.tickets (tenant_id, id, status, data) VALUES ('$tenant', '$ticket', 'open', '{"id": "$ticket"}');
+});
+my $dump = "$PostgreSQL::Test::Utils::tmp_check/sac.dump";
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+$node->command_ok([ 'pg_restore', '-d', $node->connstr('restored'), $dump ], 'pg_restore');
+is($node->safe_psql('restored', qq{
+SELECT (SELECT count(*) FROM sac_webhook.tenants) || '|' || (SELECT count(*) FROM sac_webhook.tickets)
+    || '|' || (SELECT count(*) FROM sac_webhook.inbox)}), '1|1|2', 'data restored');
+my $before = $node->safe_psql('postgres', 'SELECT max(id) FROM sac_webhook.inbox');
+cmp_ok($node->safe_psql('restored', "SELECT sac_webhook.receive(replace('$note', '$ticket', '00000000-0000-4000-8000-000000000001'))"),
+	'>', $before, 'inbox ids carry on after a restore');
 
 $node->stop;
 done_testing();
