@@ -31,7 +31,7 @@ int			sac_workers = 1;
 char	   *sac_api_base_url = NULL;
 char	   *sac_token_url = NULL;
 int			sac_connect_timeout_ms = 5000;
-int			sac_request_timeout_ms = 30000;
+int			sac_request_timeout_ms = 10000;
 int			sac_max_in_flight = 16;
 int			sac_batch_size = 200;
 int			sac_max_attempts = 12;
@@ -134,7 +134,7 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.request_timeout",
 							"Timeout for a whole HTTP request, connection included.",
-							NULL, &sac_request_timeout_ms, 30000, 100, 3600000,
+							NULL, &sac_request_timeout_ms, 10000, 100, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_in_flight",
 							"Largest number of concurrent HTTP requests.",
