@@ -424,8 +424,8 @@ fetch_jobs(SacJob **jobs, int n)
  * Run one batch: claim up to limit rows, fetch and apply them.  With
  * housekeeping, first take back rows whose lease ran out or whose owner is
  * gone, and prune finished rows.  Returns the number of rows claimed (-1 if
- * the claim failed, in the worker); *next_due_ms tells, when none was, how long until
- * the next row is due (-1: none waiting).
+ * the claim failed, in the worker); when none was, *next_due_ms tells how
+ * long until the next row is due (-1: none waiting).
  */
 int
 sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
