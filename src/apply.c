@@ -43,6 +43,7 @@
 #endif
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
@@ -62,17 +63,20 @@ static SPIPlanPtr ticket_delete_plan = NULL;
 static SPIPlanPtr message_delete_plan = NULL;
 
 /*
- * Finish a row we still hold: done.  A row is ours while its lease_owner is
+ * Finish rows we still hold: done.  A row is ours while its lease_owner is
  * our pid and its attempts the number we claimed it with; lease_owner is
- * cleared whenever a row leaves 'processing'.  (Not testing the state also
- * keeps the planner on the primary key rather than the partial index of
- * processing rows, which holds the whole batch.)
+ * cleared whenever a row leaves 'processing'.  Arrays of ids, attempts and
+ * HTTP statuses (0: none) go in; the ids of the rows finished come out.
+ * (Looking rows up by id = ANY keeps every plan on the primary key.)
  */
 static const char *const done_sql =
-"UPDATE sac_webhook.inbox"
+"UPDATE sac_webhook.inbox i"
 "   SET state = 'done', finished_at = now(), lease_until = NULL, lease_owner = NULL,"
-"       last_http_status = $4, last_error = NULL"
-" WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
+"       last_http_status = nullif(($3::integer[])[array_position($1::bigint[], i.id)], 0),"
+"       last_error = NULL"
+" WHERE i.id = ANY ($1::bigint[]) AND i.lease_owner = $4"
+"   AND i.attempts = ($2::integer[])[array_position($1::bigint[], i.id)]"
+" RETURNING i.id";
 
 /*
  * Put a row we still hold back in the queue (or mark it dead).  When another
@@ -99,18 +103,23 @@ static const char *const defer_sql =
 " WHERE id = $1 AND lease_owner = $2 AND attempts = $3"
 " RETURNING state::text";
 
+/*
+ * Upserts take arrays (a whole batch at once, or one row): tenant ids, ids,
+ * documents (and, for messages, ticket ids); the rows they changed come
+ * out.
+ */
 static const char *const ticket_upsert_sql =
 "INSERT INTO sac_webhook.tickets AS t"
 "  (tenant_id, id, code, type, status, closed, reason, protocol, origin,"
 "   order_id, order_code, channel_id, due_date, created_at, updated_at, data, fetched_at)"
-" SELECT $1, $2, d->>'code', d->>'type', d->>'status',"
+" SELECT s.tenant_id, s.id, d->>'code', d->>'type', d->>'status',"
 "        CASE jsonb_typeof(d->'closed') WHEN 'boolean' THEN (d->'closed')::boolean END,"
 "        d->>'reason', d->>'protocol', d->>'origin',"
 "        d->'order'->>'id', d->'order'->>'code', d->'channel'->>'id',"
 "        sac_webhook.api_timestamp(d->>'due_date'),"
 "        sac_webhook.api_timestamp(d->>'created_at'),"
 "        sac_webhook.api_timestamp(d->>'updated_at'), d, now()"
-"   FROM (SELECT $3::jsonb AS d) s"
+"   FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS s(tenant_id, id, d)"
 " ON CONFLICT (tenant_id, id) DO UPDATE"
 "   SET code = EXCLUDED.code, type = EXCLUDED.type, status = EXCLUDED.status,"
 "       closed = EXCLUDED.closed, reason = EXCLUDED.reason, protocol = EXCLUDED.protocol,"
@@ -120,7 +129,8 @@ static const char *const ticket_upsert_sql =
 "       updated_at = EXCLUDED.updated_at, data = EXCLUDED.data,"
 "       fetched_at = EXCLUDED.fetched_at"
 " WHERE t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL"
-"    OR EXCLUDED.updated_at >= t.updated_at";
+"    OR EXCLUDED.updated_at >= t.updated_at"
+" RETURNING t.tenant_id, t.id";
 
 /*
  * A message that moderation did not let through (any moderation status but
@@ -130,13 +140,13 @@ static const char *const message_upsert_sql =
 "INSERT INTO sac_webhook.messages AS m"
 "  (tenant_id, id, ticket_id, code, message, sender_type, sender_id, sender_name,"
 "   destination, status, created_at, updated_at, data, fetched_at)"
-" SELECT $1, $2, $4, d->>'code', CASE WHEN NOT blocked THEN d->>'message' END,"
+" SELECT s.tenant_id, s.id, s.ticket_id, d->>'code', CASE WHEN NOT blocked THEN d->>'message' END,"
 "        d->'sender'->>'type', d->'sender'->>'id', d->'sender'->>'name', d->>'destination',"
 "        d->'moderation'->>'status', sac_webhook.api_timestamp(d->>'created_at'),"
 "        greatest(sac_webhook.api_timestamp(d->'moderation'->>'updated_at'),"
 "                 sac_webhook.api_timestamp(d->>'created_at')),"
 "        CASE WHEN blocked THEN d - 'message' - 'attachments' ELSE d END, now()"
-"   FROM (SELECT $3::jsonb AS d) s,"
+"   FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::uuid[]) AS s(tenant_id, id, d, ticket_id),"
 "        LATERAL (SELECT coalesce(d->'moderation'->>'status', 'approved')"
 "                        NOT IN ('new', 'pending', 'approved') AS blocked) b"
 " ON CONFLICT (tenant_id, id) DO UPDATE"
@@ -148,7 +158,8 @@ static const char *const message_upsert_sql =
 "       created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
 "       data = EXCLUDED.data, fetched_at = EXCLUDED.fetched_at"
 " WHERE m.updated_at IS NULL OR EXCLUDED.updated_at IS NULL"
-"    OR EXCLUDED.updated_at >= m.updated_at";
+"    OR EXCLUDED.updated_at >= m.updated_at"
+" RETURNING m.tenant_id, m.id";
 
 static const char *const ticket_delete_sql =
 "WITH gone AS (DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND ticket_id = $2)"
@@ -357,98 +368,193 @@ execute_defer(SacJob *job)
 	}
 }
 
+/* The id of the ticket or message a job is about */
+static inline const pg_uuid_t *
+job_resource_id(const SacJob *job)
+{
+	return job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id;
+}
+
 /*
- * Do a job's database work as decided: finish its row and change the data,
- * or defer it.  Needs an SPI connection; raises on failure.
+ * Finish the given rows as done, where still ours; sets job->finished.
  */
 static void
-execute(SacJob *job)
+finish_jobs(SacJob **jobs, int n)
 {
-	Oid			dtypes[4] = {INT8OID, INT4OID, INT4OID, INT4OID};
-	Datum		dvalues[4];
-	char		dnulls[4] = {' ', ' ', ' ', ' '};
-	Jsonb	   *doc = NULL;
+	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		values[4];
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *attempts = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
 	int			ret;
 
-	if (job->action == SAC_ACT_RETRY || job->action == SAC_ACT_DEAD)
+	for (int i = 0; i < n; i++)
 	{
-		execute_defer(job);
-		return;
+		ids[i] = Int64GetDatum(jobs[i]->id);
+		attempts[i] = Int32GetDatum(jobs[i]->attempts);
+		statuses[i] = Int32GetDatum(jobs[i]->fetch ? (int32) jobs[i]->req.status : 0);
 	}
-	if (job->action == SAC_ACT_UPSERT)
-	{
-		const char *why = NULL;
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, sizeof(int32),
+												true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(statuses, n, INT4OID, sizeof(int32),
+												true, TYPALIGN_INT));
+	values[3] = Int32GetDatum(MyProcPid);
 
-		doc = read_document(job, &why);
-		if (doc == NULL)
-		{
-			sac_apply_defer(job, psprintf("%s%s", why, job->rid), -1, true);
-			execute_defer(job);
-			return;
-		}
-	}
-
-	sac_spi_prepare(&done_plan, done_sql, 4, dtypes);
-	dvalues[0] = Int64GetDatum(job->id);
-	dvalues[1] = Int32GetDatum(MyProcPid);
-	dvalues[2] = Int32GetDatum(job->attempts);
-	dvalues[3] = Int32GetDatum((int32) job->req.status);
-	if (!job->fetch)
-		dnulls[3] = 'n';
-	ret = SPI_execute_plan(done_plan, dvalues, dnulls, false, 0);
-	if (ret != SPI_OK_UPDATE)
+	sac_spi_prepare(&done_plan, done_sql, 4, types);
+	ret = SPI_execute_plan(done_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != 1)
-		return;					/* the lease went to someone else */
-	job->finished = true;
-
-	if (job->action == SAC_ACT_UPSERT)
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		Oid			types[4] = {UUIDOID, UUIDOID, JSONBOID, UUIDOID};
-		Datum		values[4];
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		values[0] = UUIDPGetDatum(&job->tenant_id);
-		values[1] = UUIDPGetDatum(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id);
-		values[2] = JsonbPGetDatum(doc);
-		values[3] = UUIDPGetDatum(&job->ticket_id);
-		if (job->topic == SAC_TOPIC_TICKET)
-		{
-			sac_spi_prepare(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
-			ret = SPI_execute_plan(ticket_upsert_plan, values, NULL, false, 0);
-		}
-		else
-		{
-			sac_spi_prepare(&message_upsert_plan, message_upsert_sql, 4, types);
-			ret = SPI_execute_plan(message_upsert_plan, values, NULL, false, 0);
-		}
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "upsert failed: %s", SPI_result_code_string(ret));
-		job->changed = SPI_processed > 0;
-		if (job->changed)
-			notify_change(job, "upsert");
+		for (int i = 0; i < n; i++)
+			if (jobs[i]->id == id)
+				jobs[i]->finished = true;
+	}
+}
+
+/*
+ * Upsert the documents of finished jobs of one topic; sets job->changed and
+ * announces each change.
+ */
+static void
+upsert_jobs(SacJob **jobs, int n, SacTopic topic)
+{
+	Oid			types[4] = {UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, UUIDARRAYOID};
+	Datum		values[4];
+	Datum	   *tenants = palloc(sizeof(Datum) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *docs = palloc(sizeof(Datum) * n);
+	Datum	   *tickets = palloc(sizeof(Datum) * n);
+	SacJob	  **mine = palloc(sizeof(SacJob *) * n);
+	int			m = 0;
+	int			ret;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (!jobs[i]->finished || jobs[i]->topic != topic)
+			continue;
+		mine[m] = jobs[i];
+		tenants[m] = UUIDPGetDatum(&jobs[i]->tenant_id);
+		ids[m] = UUIDPGetDatum(job_resource_id(jobs[i]));
+		docs[m] = JsonbPGetDatum(jobs[i]->doc);
+		tickets[m] = UUIDPGetDatum(&jobs[i]->ticket_id);
+		m++;
+	}
+	if (m == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(tenants, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[1] = PointerGetDatum(construct_array(ids, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[2] = PointerGetDatum(construct_array(docs, m, JSONBOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(tickets, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+
+	if (topic == SAC_TOPIC_TICKET)
+	{
+		sac_spi_prepare(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
+		ret = SPI_execute_plan(ticket_upsert_plan, values, NULL, false, 0);
 	}
 	else
 	{
-		Oid			types[2] = {UUIDOID, UUIDOID};
-		Datum		values[2];
+		sac_spi_prepare(&message_upsert_plan, message_upsert_sql, 4, types);
+		ret = SPI_execute_plan(message_upsert_plan, values, NULL, false, 0);
+	}
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "upsert failed: %s", SPI_result_code_string(ret));
 
-		values[0] = UUIDPGetDatum(&job->tenant_id);
-		values[1] = UUIDPGetDatum(job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id);
-		if (job->topic == SAC_TOPIC_TICKET)
-		{
-			sac_spi_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
-			ret = SPI_execute_plan(ticket_delete_plan, values, NULL, false, 0);
-		}
+	/* rows skipped by the stale-update guard do not come back */
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		pg_uuid_t  *tenant = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+		pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+													  SPI_tuptable->tupdesc, 2, &isnull));
+
+		for (int i = 0; i < m; i++)
+			if (memcmp(id, job_resource_id(mine[i]), UUID_LEN) == 0 &&
+				memcmp(tenant, &mine[i]->tenant_id, UUID_LEN) == 0)
+				mine[i]->changed = true;
+	}
+	for (int i = 0; i < m; i++)
+		if (mine[i]->changed)
+			notify_change(mine[i], "upsert");
+}
+
+/*
+ * Finish a deletion's row and delete the resource (a ticket with its
+ * messages).
+ */
+static void
+delete_job(SacJob *job)
+{
+	Oid			types[2] = {UUIDOID, UUIDOID};
+	Datum		values[2];
+	int			ret;
+
+	finish_jobs(&job, 1);
+	if (!job->finished)
+		return;					/* the lease went to someone else */
+	values[0] = UUIDPGetDatum(&job->tenant_id);
+	values[1] = UUIDPGetDatum(job_resource_id(job));
+	if (job->topic == SAC_TOPIC_TICKET)
+	{
+		sac_spi_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
+		ret = SPI_execute_plan(ticket_delete_plan, values, NULL, false, 0);
+	}
+	else
+	{
+		sac_spi_prepare(&message_delete_plan, message_delete_sql, 2, types);
+		ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
+	}
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
+	job->changed = true;
+	notify_change(job, "delete");
+}
+
+/*
+ * Do the database work of the given jobs as decided: defer the deferred
+ * ones, delete the deletions, and finish and upsert the others together.
+ * Needs an SPI connection; raises on failure.
+ */
+static void
+execute(SacJob **jobs, int n)
+{
+	SacJob	  **upserts = palloc(sizeof(SacJob *) * n);
+	int			nupserts = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		SacJob	   *job = jobs[i];
+
+		if (job->action == SAC_ACT_RETRY || job->action == SAC_ACT_DEAD)
+			execute_defer(job);
+		else if (job->action == SAC_ACT_DELETE)
+			delete_job(job);
 		else
 		{
-			sac_spi_prepare(&message_delete_plan, message_delete_sql, 2, types);
-			ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
+			const char *why = NULL;
+
+			job->doc = read_document(job, &why);
+			if (job->doc == NULL)
+			{
+				sac_apply_defer(job, psprintf("%s%s", why, job->rid), -1, true);
+				execute_defer(job);
+			}
+			else
+				upserts[nupserts++] = job;
 		}
-		if (ret != SPI_OK_DELETE)
-			elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
-		job->changed = true;
-		notify_change(job, "delete");
 	}
+	if (nupserts == 0)
+		return;
+	finish_jobs(upserts, nupserts);
+	upsert_jobs(upserts, nupserts, SAC_TOPIC_TICKET);
+	upsert_jobs(upserts, nupserts, SAC_TOPIC_MESSAGE);
 }
 
 /* The jobs of one call to sac_apply_jobs */
@@ -461,16 +567,20 @@ typedef struct JobList
 static void
 execute_one_unit(void *arg)
 {
-	execute((SacJob *) arg);
+	SacJob	   *job = (SacJob *) arg;
+
+	execute(&job, 1);
 }
 
 static void
 execute_all_unit(void *arg)
 {
 	JobList    *list = (JobList *) arg;
+	SacJob	  **jobs = palloc(sizeof(SacJob *) * list->njobs);
 
 	for (int i = 0; i < list->njobs; i++)
-		execute(&list->jobs[i]);
+		jobs[i] = &list->jobs[i];
+	execute(jobs, list->njobs);
 }
 
 static void
@@ -479,6 +589,7 @@ reset_outcome(SacJob *job)
 	job->finished = false;
 	job->changed = false;
 	job->parsing = false;
+	job->doc = NULL;
 }
 
 /*

@@ -10,6 +10,7 @@
 #define SAC_PIPELINE_H
 
 #include "executor/spi.h"
+#include "utils/jsonb.h"
 
 #include "sac_webhook.h"
 #include "fetch.h"
@@ -62,6 +63,7 @@ typedef struct SacJob
 	const char *rid;			/* " (request id ...)" or "" */
 
 	/* what came of it */
+	Jsonb	   *doc;			/* the fetched document, while applied */
 	bool		parsing;		/* reading the document when it failed */
 	bool		finished;		/* row done or dead */
 	bool		changed;		/* data changed */
