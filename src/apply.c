@@ -406,15 +406,28 @@ finish_jobs(SacJob **jobs, int n)
 	ret = SPI_execute_plan(done_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
-	for (uint64 r = 0; r < SPI_processed; r++)
+	/*
+	 * Match the ids that came back to the jobs.  They come back in the order
+	 * given, so the search resumes where the last one matched: linear for a
+	 * whole batch.
+	 */
+	for (uint64 r = 0, next = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		for (int i = 0; i < n; i++)
+		for (int k = 0; k < n; k++)
+		{
+			int			i = (next + k) % n;
+
 			if (jobs[i]->id == id)
+			{
 				jobs[i]->finished = true;
+				next = i + 1;
+				break;
+			}
+		}
 	}
 }
 
@@ -466,8 +479,11 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "upsert failed: %s", SPI_result_code_string(ret));
 
-	/* rows skipped by the stale-update guard do not come back */
-	for (uint64 r = 0; r < SPI_processed; r++)
+	/*
+	 * Rows skipped by the stale-update guard do not come back; the others
+	 * come back in the order given (see finish_jobs).
+	 */
+	for (uint64 r = 0, next = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
 		pg_uuid_t  *tenant = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
@@ -475,10 +491,18 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 		pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
 													  SPI_tuptable->tupdesc, 2, &isnull));
 
-		for (int i = 0; i < m; i++)
+		for (int k = 0; k < m; k++)
+		{
+			int			i = (next + k) % m;
+
 			if (memcmp(id, job_resource_id(mine[i]), UUID_LEN) == 0 &&
 				memcmp(tenant, &mine[i]->tenant_id, UUID_LEN) == 0)
+			{
 				mine[i]->changed = true;
+				next = i + 1;
+				break;
+			}
+		}
 	}
 	for (int i = 0; i < m; i++)
 		if (mine[i]->changed)

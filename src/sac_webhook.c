@@ -142,7 +142,7 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.batch_size",
 							"Inbox rows claimed per batch.",
-							NULL, &sac_batch_size, 200, 1, 100000,
+							NULL, &sac_batch_size, 200, 1, 5000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_attempts",
 							"Attempts before a notification is marked dead.",
