@@ -131,7 +131,7 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		/* keep it printable: it ends up in last_error */
 		int			i;
 
-		for (i = 0; value[i] && i < (int) sizeof(req->request_id) - 1; i++)
+		for (i = 0; i < (int) sizeof(req->request_id) - 1 && value[i]; i++)
 			req->request_id[i] = (value[i] >= 0x21 && value[i] <= 0x7e) ? value[i] : '?';
 		req->request_id[i] = '\0';
 	}

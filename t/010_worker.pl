@@ -70,7 +70,8 @@ sac_webhook.database = 'postgres'
 sac_webhook.workers = 2
 sac_webhook.api_base_url = '$mock_url'
 sac_webhook.token_url = '$mock_url/oauth/token'
-sac_webhook.poll_interval = '2s'
+# long enough that a prompt drain proves the wake-up at commit
+sac_webhook.poll_interval = '10s'
 sac_webhook.retry_base_delay = '200ms'
 sac_webhook.retry_max_delay = '2s'
 sac_webhook.request_timeout = '5s'
@@ -127,7 +128,7 @@ ok($node->poll_query_until('postgres', "SELECT workers_running = 2 FROM sac_webh
 my $t0 = time();
 receive_tickets('CREATION', map { uuid_of($_) } 1 .. 50);
 wait_drained('worker drains rows stored by receive()');
-cmp_ok(time() - $t0, '<', 10, 'without waiting for the fallback poll');
+cmp_ok(time() - $t0, '<', 5, 'woken at commit, not by the fallback poll');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM sac_webhook.tickets'), '50', 'tickets stored');
 is($node->safe_psql('postgres', 'SELECT fetches >= 50 AND applied >= 50 FROM sac_webhook.stats'),
 	't', 'stats count fetches and applies');
