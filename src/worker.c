@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <malloc.h>
+
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -137,6 +139,14 @@ sac_webhook_worker_main(Datum main_arg)
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "sac_webhook batch",
 									  ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Every batch allocates and frees a few megabytes (documents, parse
+	 * trees, tuples).  Keep that memory in the process between batches
+	 * instead of returning it to the kernel and faulting it in again.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 
 	while (!sac_stop_requested)
 	{
