@@ -28,6 +28,14 @@ static CURLM *multi = NULL;
 static bool curl_ready = false;
 
 /*
+ * Easy handles of finished transfers, kept for the next ones: a reset handle
+ * costs less than a new one.
+ */
+#define IDLE_HANDLES 64
+static CURL *idle_handles[IDLE_HANDLES];
+static int	n_idle_handles = 0;
+
+/*
  * Initialise libcurl and the shared multi handle once per process.
  */
 static void
@@ -144,8 +152,16 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 static CURL *
 make_handle(SacHttpRequest *req, struct curl_slist **headers)
 {
-	CURL	   *h = curl_easy_init();
+	CURL	   *h;
 	struct curl_slist *hl = NULL;
+
+	if (n_idle_handles > 0)
+	{
+		h = idle_handles[--n_idle_handles];
+		curl_easy_reset(h);
+	}
+	else
+		h = curl_easy_init();
 
 	if (h == NULL)
 		ereport(ERROR,
@@ -190,6 +206,19 @@ make_handle(SacHttpRequest *req, struct curl_slist **headers)
 	return h;
 }
 
+/*
+ * Take a transfer's handle off the multi handle and keep it for reuse.
+ */
+static void
+release_handle(CURL *h)
+{
+	curl_multi_remove_handle(multi, h);
+	if (n_idle_handles < IDLE_HANDLES)
+		idle_handles[n_idle_handles++] = h;
+	else
+		curl_easy_cleanup(h);
+}
+
 /* A transfer under way */
 typedef struct Running
 {
@@ -198,7 +227,7 @@ typedef struct Running
 } Running;
 
 /*
- * Hand a finished transfer's result to its request and free the handle.
+ * Hand a finished transfer's result to its request and release the handle.
  */
 static void
 finish(Running *run, CURLcode code)
@@ -223,8 +252,7 @@ finish(Running *run, CURLcode code)
 	free(req->buf);
 	req->buf = NULL;
 
-	curl_multi_remove_handle(multi, run->handle);
-	curl_easy_cleanup(run->handle);
+	release_handle(run->handle);
 	curl_slist_free_all(run->headers);
 	run->handle = NULL;
 	run->headers = NULL;
@@ -245,8 +273,7 @@ abandon(Running *running, int nslots)
 			curl_easy_getinfo(running[s].handle, CURLINFO_PRIVATE, (char **) &req);
 			free(req->buf);
 			req->buf = NULL;
-			curl_multi_remove_handle(multi, running[s].handle);
-			curl_easy_cleanup(running[s].handle);
+			release_handle(running[s].handle);
 			curl_slist_free_all(running[s].headers);
 			running[s].handle = NULL;
 		}
