@@ -44,6 +44,7 @@ LAT_SECONDS=$(size 15 5)
 WRK_SECONDS=$(size 5 3)
 MOCK_THREADS=${MOCK_THREADS:-2}
 WORKERS=${WORKERS:-1}
+ALT_WORKERS=${ALT_WORKERS:-2} # the last drain runs again with this many workers
 BATCH_SIZE=${BATCH_SIZE:-200}
 MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-16}
 PROFILE=${PROFILE:-0} # 1: pg_stat_statements shows where the drains spend their time
@@ -289,16 +290,16 @@ result "worker memory over $(thousands "$events") events" \
 	"$(fmt "$(calc "$anon1 / $anon0")" 2)" "growth < 10 MB" "$(yesno "$growth_mb < 10")"
 
 # --- 5. (information) the drain with two workers --------------------------------
-if [ "$WORKERS" = 1 ]; then
-	log "drain again with 2 workers (information)"
-	echo "sac_webhook.workers = 2" >>"$PGDATA/postgresql.conf"
+if [ "$WORKERS" != "$ALT_WORKERS" ]; then
+	log "drain again with $ALT_WORKERS workers (information)"
+	echo "sac_webhook.workers = $ALT_WORKERS" >>"$PGDATA/postgresql.conf"
 	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 restart >/dev/null
-	for i in $(seq 50); do [ "$(worker_pids | wc -l)" = 2 ] && break; sleep 0.2; done
+	for i in $(seq 50); do [ "$(worker_pids | wc -l)" = "$ALT_WORKERS" ] && break; sleep 0.2; done
 	drain "$N_DRAIN"
-	raw "drain with 2 workers: $((N_DRAIN + 1)) events in $(fmt "$DRAIN_SECONDS" 2) s = $(fmt "$DRAIN_RATE") events/s"
-	raw "drain with 2 workers, CPU: $DRAIN_CPU"
-	raw "drain with 2 workers, progress: 25 / 50 / 75 / 100 % done after $DRAIN_PROGRESS s"
-	result "worker drain, 2 workers (info)" \
+	raw "drain with $ALT_WORKERS workers: $((N_DRAIN + 1)) events in $(fmt "$DRAIN_SECONDS" 2) s = $(fmt "$DRAIN_RATE") events/s"
+	raw "drain with $ALT_WORKERS workers, CPU: $DRAIN_CPU"
+	raw "drain with $ALT_WORKERS workers, progress: 25 / 50 / 75 / 100 % done after $DRAIN_PROGRESS s"
+	result "worker drain, $ALT_WORKERS workers (info)" \
 		"$(thousands "$DRAIN_RATE") events/s" "mock: $(thousands "$MOCK_RPS") req/s" \
 		"$(fmt "$(calc "$DRAIN_RATE / $MOCK_RPS")" 3)" "(report)" "-"
 fi

@@ -32,6 +32,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -126,6 +127,14 @@ sac_webhook_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(sac_database, NULL, 0);
 	sac_in_worker = true;
+
+	/*
+	 * The worker's transactions only ever redo what the inbox already holds:
+	 * a crash that loses the last of them puts their rows back in the queue,
+	 * with the changes they made, and they are fetched and applied again.
+	 * So they need not wait for their WAL to reach disk.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (sac_shared && worker_slot >= 0 && worker_slot < SAC_MAX_WORKERS)
 	{
