@@ -80,13 +80,12 @@ EOF
 
 worker_pids() { q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker' ORDER BY pid"; }
 
-# waiting: notifications not finished yet.  Cheaper than the stats view
-# (which aggregates the whole inbox) thanks to the partial indexes, so that
-# polling takes little CPU from the worker.
+# waiting: notifications not finished yet (rows being fetched included).
+# Cheaper than the stats view (which aggregates the whole inbox) thanks to
+# the partial indexes, so that polling takes little CPU from the worker.
 waiting()
 {
-	q -c "SELECT (SELECT count(*) FROM sac_webhook.inbox WHERE state IN ('pending', 'retrying'))
-	           + (SELECT count(*) FROM sac_webhook.inbox WHERE state = 'processing')"
+	q -c "SELECT count(*) FROM sac_webhook.inbox WHERE state IN ('pending', 'retrying')"
 }
 
 # wait_drained: poll once a second until nothing waits, then check in
@@ -244,7 +243,7 @@ latency_run()
 }
 
 # First right after the drain: the inbox's partial indexes still hold the
-# entries of the 100,000 rows that just went pending -> processing -> done,
+# entries of the 100,000 rows that were just claimed and done,
 # until (auto)vacuum removes them.  Then after a VACUUM of the inbox: the
 # figure in the table.
 latency_run "right after the drain"

@@ -39,9 +39,16 @@ SELECT tenant_id, topic, status, resource, notifications FROM sac_webhook.inbox 
 SELECT sac_webhook.receive(pg_temp.n('DELETION')) = :first_id AS same_row;
 SELECT status, notifications FROM sac_webhook.inbox WHERE id = :first_id;
 
--- A row being fetched does not absorb new notifications: a new waiting row
--- is made, since the fetch under way may predate the change
-UPDATE sac_webhook.inbox SET state = 'processing', lease_until = now() + interval '1 minute' WHERE id = :first_id;
+-- A row being fetched (held: lease_owner set) absorbs new notifications
+-- too; its count grows, and the fetch under way then puts it back instead of
+-- finishing it (the worker's test shows that)
+UPDATE sac_webhook.inbox SET lease_owner = pg_backend_pid(), lease_until = now() + interval '1 minute' WHERE id = :first_id;
+SELECT sac_webhook.receive(pg_temp.n('UPDATE')) = :first_id AS same_row;
+SELECT state, lease_owner IS NOT NULL AS held, notifications FROM sac_webhook.inbox WHERE id = :first_id;
+SELECT processing FROM sac_webhook.stats;
+-- Once done, a notification makes a new waiting row
+UPDATE sac_webhook.inbox SET state = 'done', finished_at = now(), lease_owner = NULL, lease_until = NULL
+ WHERE id = :first_id;
 SELECT sac_webhook.receive(pg_temp.n('UPDATE')) <> :first_id AS new_row;
 SELECT sac_webhook.receive(pg_temp.n('UPDATE')) AS second_id \gset
 SELECT state, notifications FROM sac_webhook.inbox

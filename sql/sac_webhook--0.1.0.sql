@@ -25,10 +25,11 @@ COMMENT ON ROLE sac_webhook_reader IS 'may read sac_webhook.tickets, messages an
 --
 CREATE TYPE @extschema@.change AS ENUM ('CREATION', 'UPDATE', 'DELETION');
 
+-- A waiting row (pending or retrying) is being fetched while its lease_owner
+-- is set; stats counts those as processing.
 CREATE TYPE @extschema@.inbox_state AS ENUM (
 	'pending',		-- waiting for its first fetch
 	'retrying',		-- a fetch failed; waits until next_attempt_at
-	'processing',	-- claimed by a worker or process() until lease_until
 	'done',			-- applied; pruned after sac_webhook.done_retention
 	'dead'			-- gave up; see last_error, re-queue with requeue_dead()
 );
@@ -91,20 +92,21 @@ CREATE TABLE @extschema@.inbox (
 );
 COMMENT ON TABLE @extschema@.inbox IS 'durable queue of webhook notifications';
 -- A queue table: every row is updated twice and deleted soon after, and the
--- claim scans its partial indexes from the front.  Vacuum it early.
+-- claim scans its partial indexes from the front.  Vacuum it early.  Pages
+-- are filled only half-way, so that the claim's update (a lease: no indexed
+-- column changes) finds room on the row's own page and stays a HOT update,
+-- writing no index entries.
 ALTER TABLE @extschema@.inbox SET (autovacuum_vacuum_scale_factor = 0.01,
 	autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.02,
-	autovacuum_vacuum_cost_delay = 0);
+	autovacuum_vacuum_cost_delay = 0, fillfactor = 50);
 
--- One waiting row per resource: receipts coalesce into it.
+-- One waiting row per resource, held or not: receipts coalesce into it, and
+-- only one fetch of a resource is ever in flight.
 CREATE UNIQUE INDEX inbox_waiting_resource ON @extschema@.inbox (tenant_id, resource)
 	WHERE state IN ('pending', 'retrying');
 -- Claim by due time.
 CREATE INDEX inbox_due ON @extschema@.inbox (next_attempt_at)
 	WHERE state IN ('pending', 'retrying');
--- Leases to take back, and resources with a fetch in flight.
-CREATE INDEX inbox_processing ON @extschema@.inbox (tenant_id, resource)
-	WHERE state = 'processing';
 -- Pruning and re-queueing.
 CREATE INDEX inbox_finished ON @extschema@.inbox (finished_at)
 	WHERE state IN ('done', 'dead');
@@ -305,16 +307,17 @@ COMMENT ON FUNCTION @extschema@.discard_unregistered(interval) IS 'delete waitin
 CREATE VIEW @extschema@.stats AS
 SELECT q.*, c.*, e.last_error, e.last_error_at
 FROM (SELECT
-		count(*) FILTER (WHERE i.state = 'pending') AS pending,
-		count(*) FILTER (WHERE i.state = 'retrying') AS retrying,
-		count(*) FILTER (WHERE i.state = 'processing') AS processing,
+		count(*) FILTER (WHERE i.state = 'pending' AND i.lease_owner IS NULL) AS pending,
+		count(*) FILTER (WHERE i.state = 'retrying' AND i.lease_owner IS NULL) AS retrying,
+		count(*) FILTER (WHERE i.state IN ('pending', 'retrying') AND i.lease_owner IS NOT NULL)
+			AS processing,
 		count(*) FILTER (WHERE i.state = 'done') AS done,
 		count(*) FILTER (WHERE i.state = 'dead') AS dead,
 		count(*) FILTER (WHERE i.state IN ('pending', 'retrying')
 						 AND NOT EXISTS (SELECT 1 FROM @extschema@.tenants t
 										  WHERE t.tenant_id = i.tenant_id AND t.enabled))
 			AS waiting_for_tenant,
-		now() - min(i.received_at) FILTER (WHERE i.state IN ('pending', 'retrying', 'processing'))
+		now() - min(i.received_at) FILTER (WHERE i.state IN ('pending', 'retrying'))
 			AS oldest_pending_age,
 		coalesce(sum(i.notifications), 0) AS notifications
 	  FROM @extschema@.inbox i) q

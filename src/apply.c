@@ -56,6 +56,7 @@
 int			sac_finished_count = 0;
 
 static SPIPlanPtr done_plan = NULL;
+static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr defer_plan = NULL;
 static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
@@ -64,10 +65,13 @@ static SPIPlanPtr message_delete_plan = NULL;
 
 /*
  * Finish rows we still hold: done.  A row is ours while its lease_owner is
- * our pid and its attempts the number we claimed it with; lease_owner is
- * cleared whenever a row leaves 'processing'.  Arrays of ids, attempts and
- * HTTP statuses (0: none) go in; the ids of the rows finished come out.
- * (Looking rows up by id = ANY keeps every plan on the primary key.)
+ * our pid and its attempts the number we claimed it with; the lease is
+ * cleared whenever a row is finished or put back.  A row that took in more
+ * notifications while we fetched (notifications grew: see receive()) is not
+ * finished: release_sql puts it back, due at once, so that the change that
+ * came in meanwhile is fetched.  Arrays of ids, attempts, HTTP statuses (0:
+ * none) and notification counts go in; the ids of the rows finished come
+ * out.  (Looking rows up by id = ANY keeps every plan on the primary key.)
  */
 static const char *const done_sql =
 "UPDATE sac_webhook.inbox i"
@@ -76,27 +80,31 @@ static const char *const done_sql =
 "       last_error = NULL"
 " WHERE i.id = ANY ($1::bigint[]) AND i.lease_owner = $4"
 "   AND i.attempts = ($2::integer[])[array_position($1::bigint[], i.id)]"
+"   AND i.notifications = ($5::integer[])[array_position($1::bigint[], i.id)]"
 " RETURNING i.id";
 
+/* Put back rows we still hold, as new: see done_sql */
+static const char *const release_sql =
+"UPDATE sac_webhook.inbox i"
+"   SET state = 'pending', attempts = 0, next_attempt_at = now(),"
+"       lease_until = NULL, lease_owner = NULL"
+" WHERE i.id = ANY ($1::bigint[]) AND i.lease_owner = $3"
+"   AND i.attempts = ($2::integer[])[array_position($1::bigint[], i.id)]";
+
 /*
- * Put a row we still hold back in the queue (or mark it dead).  When another
- * row for the same resource is already waiting, this one merges into it.
+ * Put a row we still hold back in the queue (or mark it dead).  A row that
+ * took in more notifications meanwhile goes back as new instead, due at
+ * once.
  */
 static const char *const defer_sql =
-"WITH merged AS ("
-"  UPDATE sac_webhook.inbox w SET notifications = w.notifications + o.notifications"
-"    FROM sac_webhook.inbox o"
-"   WHERE o.id = $1 AND $5 <> 'dead'"
-"     AND w.tenant_id = o.tenant_id AND w.resource = o.resource"
-"     AND w.state IN ('pending', 'retrying') AND w.id <> o.id"
-"  RETURNING w.id)"
-" UPDATE sac_webhook.inbox"
-"   SET state = CASE WHEN EXISTS (SELECT 1 FROM merged) THEN 'done'"
-"                    ELSE $5::sac_webhook.inbox_state END,"
-"       finished_at = CASE WHEN $5 = 'dead' OR EXISTS (SELECT 1 FROM merged)"
-"                          THEN now() END,"
-"       next_attempt_at = now() + make_interval(secs => $6 / 1000.0),"
-"       attempts = attempts - $8,"
+"UPDATE sac_webhook.inbox"
+"   SET state = CASE WHEN notifications = $9 THEN $5::sac_webhook.inbox_state"
+"                    ELSE 'pending' END,"
+"       finished_at = CASE WHEN notifications = $9 AND $5 = 'dead' THEN now() END,"
+"       next_attempt_at = CASE WHEN notifications = $9"
+"                              THEN now() + make_interval(secs => $6 / 1000.0)"
+"                              ELSE now() END,"
+"       attempts = CASE WHEN notifications = $9 THEN attempts - $8 ELSE 0 END,"
 "       lease_until = NULL, lease_owner = NULL,"
 "       last_http_status = coalesce($4, last_http_status),"
 "       last_error = coalesce($7, last_error)"
@@ -335,12 +343,13 @@ read_document(SacJob *job, const char **why)
 static void
 execute_defer(SacJob *job)
 {
-	Oid			types[8] = {INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[9] = {INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID,
+	INT4OID, INT4OID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
-	sac_spi_prepare(&defer_plan, defer_sql, 8, types);
+	sac_spi_prepare(&defer_plan, defer_sql, 9, types);
 	values[0] = Int64GetDatum(job->id);
 	values[1] = Int32GetDatum(MyProcPid);
 	values[2] = Int32GetDatum(job->attempts);
@@ -354,6 +363,7 @@ execute_defer(SacJob *job)
 	else
 		nulls[6] = 'n';
 	values[7] = Int32GetDatum(job->count_attempt ? 0 : 1);
+	values[8] = Int32GetDatum(job->notifications);
 	ret = SPI_execute_plan(defer_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
@@ -364,7 +374,7 @@ execute_defer(SacJob *job)
 															  SPI_tuptable->tupdesc,
 															  1, &isnull));
 
-		job->finished = strcmp(state, "retrying") != 0;
+		job->finished = strcmp(state, "dead") == 0;
 	}
 }
 
@@ -381,18 +391,22 @@ job_resource_id(const SacJob *job)
 static void
 finish_jobs(SacJob **jobs, int n)
 {
-	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		values[4];
+	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4OID, INT4ARRAYOID};
+	Oid			release_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		values[5];
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *attempts = palloc(sizeof(Datum) * n);
 	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *counts = palloc(sizeof(Datum) * n);
 	int			ret;
+	int			nfinished = 0;
 
 	for (int i = 0; i < n; i++)
 	{
 		ids[i] = Int64GetDatum(jobs[i]->id);
 		attempts[i] = Int32GetDatum(jobs[i]->attempts);
 		statuses[i] = Int32GetDatum(jobs[i]->fetch ? (int32) jobs[i]->req.status : 0);
+		counts[i] = Int32GetDatum(jobs[i]->notifications);
 	}
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -401,8 +415,10 @@ finish_jobs(SacJob **jobs, int n)
 	values[2] = PointerGetDatum(construct_array(statuses, n, INT4OID, sizeof(int32),
 												true, TYPALIGN_INT));
 	values[3] = Int32GetDatum(MyProcPid);
+	values[4] = PointerGetDatum(construct_array(counts, n, INT4OID, sizeof(int32),
+												true, TYPALIGN_INT));
 
-	sac_spi_prepare(&done_plan, done_sql, 4, types);
+	sac_spi_prepare(&done_plan, done_sql, 5, types);
 	ret = SPI_execute_plan(done_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
@@ -424,10 +440,38 @@ finish_jobs(SacJob **jobs, int n)
 			if (jobs[i]->id == id)
 			{
 				jobs[i]->finished = true;
+				nfinished++;
 				next = i + 1;
 				break;
 			}
 		}
+	}
+
+	/*
+	 * The others were taken over (their lease ran out) or took in new
+	 * notifications: put back those we still hold.
+	 */
+	if (nfinished < n)
+	{
+		int			m = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			if (jobs[i]->finished)
+				continue;
+			ids[m] = ids[i];
+			attempts[m] = attempts[i];
+			m++;
+		}
+		values[0] = PointerGetDatum(construct_array(ids, m, INT8OID, sizeof(int64),
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[1] = PointerGetDatum(construct_array(attempts, m, INT4OID, sizeof(int32),
+													true, TYPALIGN_INT));
+		values[2] = Int32GetDatum(MyProcPid);
+		sac_spi_prepare(&release_plan, release_sql, 3, release_types);
+		ret = SPI_execute_plan(release_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	}
 }
 

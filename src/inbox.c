@@ -5,9 +5,11 @@
  *
  * receive() parses a notification strictly (parse.c) and stores it in the
  * logged table sac_webhook.inbox in the caller's transaction.  Notifications
- * for a resource that already has a row waiting to be fetched (pending or
- * retrying) coalesce into that row: one fetch serves them all, the row
- * counts how many notifications it stands for and keeps the latest status.
+ * for a resource that already has a row waiting (pending or retrying) coalesce
+ * into that row: one fetch serves them all, the row counts how many
+ * notifications it stands for and keeps the latest status.  A row that
+ * takes in a notification while its fetch is under way is not finished by
+ * that fetch but fetched again (apply.c).
  * A partial unique index enforces "one waiting row per resource", and
  * INSERT ... ON CONFLICT makes concurrent receipts of the same resource
  * meet in that row without errors.

@@ -4,10 +4,10 @@
  *		claim -> fetch -> apply: one batch of inbox rows, for the background
  *		worker and for sac_webhook.process().
  *
- * 1. Claim, in one short unit of work: rows whose lease ran out (their
- *	  owner died or stalled) and due pending/retrying rows of enabled
- *	  tenants, FOR UPDATE SKIP LOCKED, skipping resources that already have a
- *	  fetch in flight.  Claimed rows become 'processing' with a lease.
+ * 1. Claim, in one short unit of work: due pending/retrying rows of enabled
+ *	  tenants that nobody holds, or whose holder died or let its lease run
+ *	  out, FOR UPDATE SKIP LOCKED.  A claimed row gets a lease (owner pid
+ *	  and expiry) and keeps its state.
  * 2. Refresh the access tokens that expire soon (oauth.c).
  * 3. Fetch every resource concurrently (fetch.c), outside any transaction
  *	  in the worker; a 401 refreshes the tenant's token once and fetches
@@ -43,61 +43,43 @@ int			sac_unit_sqlerrcode = 0;
 /* Set by the worker's SIGTERM handler; stops fetches early */
 volatile sig_atomic_t sac_stop_requested = false;
 
-static SPIPlanPtr reclaim_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 
-#define CLAIM_RETURNING \
-	" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id," \
-	"           i.message_id, i.attempts, t.api_base_url, t.access_token," \
-	"           (t.access_token IS NULL OR coalesce(t.token_expires_at < now() + make_interval(secs => $4), false))"
-
 /*
- * Both claims pick their rows in a sub-select run once (the ARRAY()) and
- * update them through the primary key, and are planned afresh each time
+ * The claim: due rows of enabled tenants that nobody holds, or whose holder
+ * let its lease run out, or (with $5, at housekeeping) whose holder is
+ * gone.  A claimed row keeps its state and gets a lease (lease_owner,
+ * lease_until): no indexed column changes, so the update stays on its heap
+ * page and writes no index entries.  A resource has at most one waiting row
+ * (inbox_waiting_resource), so one lease per row is one fetch in flight per
+ * resource.
+ *
+ * The rows are picked in a sub-select run once (the ARRAY()) and updated
+ * through the primary key, and the statement is planned afresh each time
  * with the real LIMIT (see claim_unit): a generic plan, guessing from
  * statistics taken during a backlog, could scan the whole inbox instead.
  */
-
-/* Rows whose lease ran out or whose owner is gone */
-static const char *const reclaim_sql =
+static const char *const claim_sql =
 "UPDATE sac_webhook.inbox i"
 "   SET lease_until = now() + make_interval(secs => $2), lease_owner = $3,"
 "       attempts = i.attempts + 1, last_attempt_at = now()"
 "  FROM sac_webhook.tenants t"
 " WHERE i.id = ANY (ARRAY("
-"        SELECT r.id FROM sac_webhook.inbox r"
-"         WHERE r.state = 'processing'"
-"           AND (r.lease_until < now() OR r.lease_owner IS NULL"
-"                OR r.lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a"
-"                                          WHERE a.pid IS NOT NULL))"
-"         ORDER BY r.id LIMIT $1 FOR UPDATE SKIP LOCKED))"
-"   AND t.tenant_id = i.tenant_id AND t.enabled"
-CLAIM_RETURNING;
-
-/*
- * Due rows of enabled tenants whose resource has no fetch in flight.  (OFFSET
- * 0 keeps the NOT EXISTS a per-row probe of the processing rows' index by
- * tenant and resource: as an anti-join the planner, seeing few processing
- * rows in its statistics, would scan them all for every candidate.)
- */
-static const char *const claim_sql =
-"UPDATE sac_webhook.inbox i"
-"   SET state = 'processing', lease_until = now() + make_interval(secs => $2),"
-"       lease_owner = $3, attempts = i.attempts + 1, last_attempt_at = now()"
-"  FROM sac_webhook.tenants t"
-" WHERE i.id = ANY (ARRAY("
 "        SELECT w.id FROM sac_webhook.inbox w"
 "         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= now()"
+"           AND (w.lease_owner IS NULL OR w.lease_until < now()"
+"                OR ($5 AND w.lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a"
+"                                                  WHERE a.pid IS NOT NULL)))"
 "           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
 "                        WHERE e.tenant_id = w.tenant_id AND e.enabled)"
-"           AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox p"
-"                            WHERE p.tenant_id = w.tenant_id AND p.resource = w.resource"
-"                              AND p.state = 'processing' OFFSET 0)"
 "         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED))"
 "   AND t.tenant_id = i.tenant_id"
-CLAIM_RETURNING;
+" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id,"
+"           i.message_id, i.attempts, t.api_base_url, t.access_token,"
+"           (t.access_token IS NULL OR coalesce(t.token_expires_at < now() + make_interval(secs => $4), false)),"
+"           i.notifications";
 
 static const char *const prune_sql =
 "DELETE FROM sac_webhook.inbox"
@@ -105,9 +87,12 @@ static const char *const prune_sql =
 "               WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)"
 "               LIMIT 10000)";
 
-/* Milliseconds until the next waiting row of an enabled tenant is due */
+/*
+ * Milliseconds until the next waiting row of an enabled tenant is due (a
+ * held row: until its lease runs out)
+ */
 static const char *const next_due_sql =
-"SELECT (extract(epoch FROM min(w.next_attempt_at) - now()) * 1000)::bigint"
+"SELECT (extract(epoch FROM min(greatest(w.next_attempt_at, w.lease_until)) - now()) * 1000)::bigint"
 "  FROM sac_webhook.inbox w"
 " WHERE w.state IN ('pending', 'retrying')"
 "   AND EXISTS (SELECT 1 FROM sac_webhook.tenants e WHERE e.tenant_id = w.tenant_id AND e.enabled)";
@@ -291,6 +276,7 @@ collect_claimed(Batch *b)
 				memcpy(&job->message_id, DatumGetUUIDP(m), sizeof(pg_uuid_t));
 		}
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 7, &isnull));
+		job->notifications = DatumGetInt32(SPI_getbinval(tup, td, 11, &isnull));
 		/* the path is rebuilt from the validated ids, never read back */
 		sac_format_resource(job->resource, job->topic, &job->ticket_id,
 							&job->message_id);
@@ -317,35 +303,23 @@ static void
 claim_unit(void *arg)
 {
 	Batch	   *b = (Batch *) arg;
-	Oid			types[4] = {INT4OID, INT4OID, INT4OID, INT4OID};
-	Datum		values[4];
+	Oid			types[5] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID};
+	Datum		values[5];
 	int			ret;
 
-	/* the claims' best plans depend on the LIMIT and the queue: plan each call */
-	prepare_kept(&reclaim_plan, reclaim_sql, 4, types, CURSOR_OPT_CUSTOM_PLAN);
-	prepare_kept(&claim_plan, claim_sql, 4, types, CURSOR_OPT_CUSTOM_PLAN);
+	/* the claim's best plan depends on the LIMIT and the queue: plan each call */
+	prepare_kept(&claim_plan, claim_sql, 5, types, CURSOR_OPT_CUSTOM_PLAN);
 
 	values[0] = Int32GetDatum(b->limit);
 	values[1] = Int32GetDatum(b->lease_s);
 	values[2] = Int32GetDatum(MyProcPid);
 	values[3] = Int32GetDatum(sac_token_refresh_margin_s);
+	values[4] = BoolGetDatum(b->housekeeping);
 
-	if (b->housekeeping)
-	{
-		ret = SPI_execute_plan(reclaim_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "inbox reclaim failed: %s", SPI_result_code_string(ret));
-		collect_claimed(b);
-	}
-
-	if (b->njobs < b->limit)
-	{
-		values[0] = Int32GetDatum(b->limit - b->njobs);
-		ret = SPI_execute_plan(claim_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
-		collect_claimed(b);
-	}
+	ret = SPI_execute_plan(claim_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
+	collect_claimed(b);
 
 	/* work (and announce changes) in the order notifications arrived */
 	if (b->njobs > 1)

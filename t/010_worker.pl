@@ -150,7 +150,8 @@ for my $i (101 .. 110)
 }
 receive_tickets('CREATION', map { uuid_of($_) } 101 .. 110);
 ok($node->poll_query_until('postgres',
-	"SELECT count(*) = 10 FROM sac_webhook.inbox WHERE state = 'processing'"), 'batch in flight');
+	"SELECT count(*) = 10 FROM sac_webhook.inbox WHERE state = 'pending' AND lease_owner IS NOT NULL"),
+	'batch in flight');
 my $pid = worker_pid();
 kill 'KILL', $pid;
 ok($node->poll_query_until('postgres', "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'sac_webhook worker' AND pid <> $pid"),
@@ -173,6 +174,21 @@ is($node->safe_psql('postgres',
 	'2,1,1,1,1', 'only the bad row was tried again');
 is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT id) FROM apply_log'),
 	'5|5', 'each row of that batch applied once');
+
+# 3c. A notification for a resource whose fetch is under way: its row takes
+# it in, and once that fetch is over the resource is fetched again
+my $path601 = "/v0/tickets/${\uuid_of(601)}";
+mock('POST', '/_mock/faults', qq{{"path": "$path601", "delay_ms": 2000}});
+receive_tickets('CREATION', uuid_of(601));
+ok($node->poll_query_until('postgres',
+	"SELECT lease_owner IS NOT NULL FROM sac_webhook.inbox WHERE resource = '$path601'"),
+	'fetch under way');
+receive_tickets('UPDATE', uuid_of(601));
+wait_drained('a row that took in a notification during its fetch drains');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(state || '/' || status || '/' || notifications, ',') FROM sac_webhook.inbox WHERE resource = '$path601'"),
+	'done/UPDATE/2', 'one row for both notifications');
+is(`curl -sf '$mock_url/_mock/count?path=$path601'`, '2', 'fetched again after the notification');
 
 # 4. The API goes away; the server restarts with rows waiting; the API comes back
 stop_mock();
@@ -211,7 +227,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE 
 mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/${\uuid_of(401)}", "delay_ms": 4000}});
 receive_tickets('CREATION', uuid_of(401));
 ok($node->poll_query_until('postgres',
-	"SELECT state = 'processing' FROM sac_webhook.inbox WHERE resource LIKE '%${\uuid_of(401)}'"),
+	"SELECT lease_owner IS NOT NULL FROM sac_webhook.inbox WHERE resource LIKE '%${\uuid_of(401)}'"),
 	'slow fetch in flight');
 $t0 = time();
 $node->stop('fast');
