@@ -40,11 +40,11 @@ SELECT sac_webhook.receive(pg_temp.n('DELETION')) = :first_id AS same_row;
 SELECT status, notifications FROM sac_webhook.inbox WHERE id = :first_id;
 
 -- A row being fetched (held: lease_owner set) absorbs new notifications
--- too; its count grows, and the fetch under way then puts it back instead of
+-- too, and is marked refetch: the fetch under way then puts it back instead of
 -- finishing it (the worker's test shows that)
 UPDATE sac_webhook.inbox SET lease_owner = pg_backend_pid(), lease_until = now() + interval '1 minute' WHERE id = :first_id;
 SELECT sac_webhook.receive(pg_temp.n('UPDATE')) = :first_id AS same_row;
-SELECT state, lease_owner IS NOT NULL AS held, notifications FROM sac_webhook.inbox WHERE id = :first_id;
+SELECT state, lease_owner IS NOT NULL AS held, refetch, notifications FROM sac_webhook.inbox WHERE id = :first_id;
 SELECT processing FROM sac_webhook.stats;
 -- Once done, a notification makes a new waiting row
 UPDATE sac_webhook.inbox SET state = 'done', finished_at = now(), lease_owner = NULL, lease_until = NULL

@@ -84,6 +84,7 @@ CREATE TABLE @extschema@.inbox (
 	next_attempt_at timestamptz NOT NULL DEFAULT now(),
 	lease_until timestamptz,
 	lease_owner integer,
+	refetch boolean NOT NULL DEFAULT false,
 	last_attempt_at timestamptz,
 	last_http_status integer,
 	last_error text,
@@ -244,7 +245,8 @@ BEGIN
 		   FOR UPDATE
 	LOOP
 		UPDATE sac_webhook.inbox w
-		   SET notifications = w.notifications + d.notifications
+		   SET notifications = w.notifications + d.notifications,
+			   refetch = w.refetch OR w.lease_owner IS NOT NULL
 		 WHERE w.tenant_id = d.tenant_id AND w.resource = d.resource
 		   AND w.state IN ('pending', 'retrying')
 		RETURNING w.id INTO waiting;

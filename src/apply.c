@@ -56,7 +56,6 @@
 int			sac_finished_count = 0;
 
 static SPIPlanPtr done_plan = NULL;
-static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr defer_plan = NULL;
 static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
@@ -65,50 +64,40 @@ static SPIPlanPtr message_delete_plan = NULL;
 
 /*
  * Finish rows we still hold: done.  A row is ours while its lease_owner is
- * our pid and its attempts the number we claimed it with; the lease is
- * cleared whenever a row is finished or put back.  A row that took in more
- * notifications while we fetched (notifications grew: see receive()) is not
- * finished: release_sql puts it back, due at once, so that the change that
- * came in meanwhile is fetched.  Arrays of ids, attempts, HTTP statuses (0:
- * none) and notification counts go in; the ids of the rows finished come
- * out.  (Looking rows up by id = ANY keeps every plan on the primary key.)
+ * our pid: the lease is cleared whenever a row is finished or put back, and
+ * a row taken over after its lease ran out has another owner.  A row that
+ * took in a notification while we fetched it (refetch, set by receive()) is
+ * not finished but put back, due at once, so that the change that came in
+ * meanwhile is fetched.  An array of ids and the HTTP status (NULL: none)
+ * go in; the ids of the rows finished come out.  (Looking rows up by id =
+ * ANY keeps every plan on the primary key.)
  */
 static const char *const done_sql =
 "UPDATE sac_webhook.inbox i"
-"   SET state = 'done', finished_at = now(), lease_until = NULL, lease_owner = NULL,"
-"       last_http_status = nullif(($3::integer[])[array_position($1::bigint[], i.id)], 0),"
-"       last_error = NULL"
-" WHERE i.id = ANY ($1::bigint[]) AND i.lease_owner = $4"
-"   AND i.attempts = ($2::integer[])[array_position($1::bigint[], i.id)]"
-"   AND i.notifications = ($5::integer[])[array_position($1::bigint[], i.id)]"
-" RETURNING i.id";
-
-/* Put back rows we still hold, as new: see done_sql */
-static const char *const release_sql =
-"UPDATE sac_webhook.inbox i"
-"   SET state = 'pending', attempts = 0, next_attempt_at = now(),"
-"       lease_until = NULL, lease_owner = NULL"
+"   SET state = CASE WHEN i.refetch THEN 'pending' ELSE 'done' END::sac_webhook.inbox_state,"
+"       finished_at = CASE WHEN i.refetch THEN NULL ELSE now() END,"
+"       next_attempt_at = CASE WHEN i.refetch THEN now() ELSE i.next_attempt_at END,"
+"       attempts = CASE WHEN i.refetch THEN 0 ELSE i.attempts END,"
+"       refetch = false, lease_until = NULL, lease_owner = NULL,"
+"       last_http_status = $2, last_error = NULL"
 " WHERE i.id = ANY ($1::bigint[]) AND i.lease_owner = $3"
-"   AND i.attempts = ($2::integer[])[array_position($1::bigint[], i.id)]";
+" RETURNING i.id, i.state = 'done'";
 
 /*
  * Put a row we still hold back in the queue (or mark it dead).  A row that
- * took in more notifications meanwhile goes back as new instead, due at
- * once.
+ * took in a notification meanwhile goes back as new instead, due at once.
  */
 static const char *const defer_sql =
 "UPDATE sac_webhook.inbox"
-"   SET state = CASE WHEN notifications = $9 THEN $5::sac_webhook.inbox_state"
-"                    ELSE 'pending' END,"
-"       finished_at = CASE WHEN notifications = $9 AND $5 = 'dead' THEN now() END,"
-"       next_attempt_at = CASE WHEN notifications = $9"
-"                              THEN now() + make_interval(secs => $6 / 1000.0)"
-"                              ELSE now() END,"
-"       attempts = CASE WHEN notifications = $9 THEN attempts - $8 ELSE 0 END,"
-"       lease_until = NULL, lease_owner = NULL,"
-"       last_http_status = coalesce($4, last_http_status),"
-"       last_error = coalesce($7, last_error)"
-" WHERE id = $1 AND lease_owner = $2 AND attempts = $3"
+"   SET state = CASE WHEN refetch THEN 'pending' ELSE $4::sac_webhook.inbox_state END,"
+"       finished_at = CASE WHEN NOT refetch AND $4 = 'dead' THEN now() END,"
+"       next_attempt_at = CASE WHEN refetch THEN now()"
+"                              ELSE now() + make_interval(secs => $5 / 1000.0) END,"
+"       attempts = CASE WHEN refetch THEN 0 ELSE attempts - $7 END,"
+"       refetch = false, lease_until = NULL, lease_owner = NULL,"
+"       last_http_status = coalesce($3, last_http_status),"
+"       last_error = coalesce($6, last_error)"
+" WHERE id = $1 AND lease_owner = $2"
 " RETURNING state::text";
 
 /*
@@ -343,27 +332,24 @@ read_document(SacJob *job, const char **why)
 static void
 execute_defer(SacJob *job)
 {
-	Oid			types[9] = {INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID,
-	INT4OID, INT4OID};
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {INT8OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
-	sac_spi_prepare(&defer_plan, defer_sql, 9, types);
+	sac_spi_prepare(&defer_plan, defer_sql, 7, types);
 	values[0] = Int64GetDatum(job->id);
 	values[1] = Int32GetDatum(MyProcPid);
-	values[2] = Int32GetDatum(job->attempts);
-	values[3] = Int32GetDatum((int32) job->req.status);
+	values[2] = Int32GetDatum((int32) job->req.status);
 	if (job->req.status == 0)
-		nulls[3] = 'n';
-	values[4] = CStringGetTextDatum(job->action == SAC_ACT_DEAD ? "dead" : "retrying");
-	values[5] = Int64GetDatum(job->delay_ms);
+		nulls[2] = 'n';
+	values[3] = CStringGetTextDatum(job->action == SAC_ACT_DEAD ? "dead" : "retrying");
+	values[4] = Int64GetDatum(job->delay_ms);
 	if (job->error)
-		values[6] = CStringGetTextDatum(job->error);
+		values[5] = CStringGetTextDatum(job->error);
 	else
-		nulls[6] = 'n';
-	values[7] = Int32GetDatum(job->count_attempt ? 0 : 1);
-	values[8] = Int32GetDatum(job->notifications);
+		nulls[5] = 'n';
+	values[6] = Int32GetDatum(job->count_attempt ? 0 : 1);
 	ret = SPI_execute_plan(defer_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
@@ -389,49 +375,39 @@ job_resource_id(const SacJob *job)
  * Finish the given rows as done, where still ours; sets job->finished.
  */
 static void
-finish_jobs(SacJob **jobs, int n)
+finish_jobs(SacJob **jobs, int n, int http_status)
 {
-	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4OID, INT4ARRAYOID};
-	Oid			release_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		values[5];
+	Oid			types[3] = {INT8ARRAYOID, INT4OID, INT4OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *attempts = palloc(sizeof(Datum) * n);
-	Datum	   *statuses = palloc(sizeof(Datum) * n);
-	Datum	   *counts = palloc(sizeof(Datum) * n);
 	int			ret;
-	int			nfinished = 0;
 
 	for (int i = 0; i < n; i++)
-	{
 		ids[i] = Int64GetDatum(jobs[i]->id);
-		attempts[i] = Int32GetDatum(jobs[i]->attempts);
-		statuses[i] = Int32GetDatum(jobs[i]->fetch ? (int32) jobs[i]->req.status : 0);
-		counts[i] = Int32GetDatum(jobs[i]->notifications);
-	}
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, sizeof(int32),
-												true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(statuses, n, INT4OID, sizeof(int32),
-												true, TYPALIGN_INT));
-	values[3] = Int32GetDatum(MyProcPid);
-	values[4] = PointerGetDatum(construct_array(counts, n, INT4OID, sizeof(int32),
-												true, TYPALIGN_INT));
+	values[1] = Int32GetDatum(http_status);
+	if (http_status == 0)
+		nulls[1] = 'n';
+	values[2] = Int32GetDatum(MyProcPid);
 
-	sac_spi_prepare(&done_plan, done_sql, 5, types);
-	ret = SPI_execute_plan(done_plan, values, NULL, false, 0);
+	sac_spi_prepare(&done_plan, done_sql, 3, types);
+	ret = SPI_execute_plan(done_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	/*
-	 * Match the ids that came back to the jobs.  They come back in the order
-	 * given, so the search resumes where the last one matched: linear for a
-	 * whole batch.
+	 * Match the rows that came back to the jobs: those done are finished
+	 * (the others were put back).  They come back in the order given, so the
+	 * search resumes where the last one matched: linear for a whole batch.
 	 */
 	for (uint64 r = 0, next = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 													 SPI_tuptable->tupdesc, 1, &isnull));
+		bool		done = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r],
+													  SPI_tuptable->tupdesc, 2, &isnull));
 
 		for (int k = 0; k < n; k++)
 		{
@@ -439,39 +415,11 @@ finish_jobs(SacJob **jobs, int n)
 
 			if (jobs[i]->id == id)
 			{
-				jobs[i]->finished = true;
-				nfinished++;
+				jobs[i]->finished = done;
 				next = i + 1;
 				break;
 			}
 		}
-	}
-
-	/*
-	 * The others were taken over (their lease ran out) or took in new
-	 * notifications: put back those we still hold.
-	 */
-	if (nfinished < n)
-	{
-		int			m = 0;
-
-		for (int i = 0; i < n; i++)
-		{
-			if (jobs[i]->finished)
-				continue;
-			ids[m] = ids[i];
-			attempts[m] = attempts[i];
-			m++;
-		}
-		values[0] = PointerGetDatum(construct_array(ids, m, INT8OID, sizeof(int64),
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[1] = PointerGetDatum(construct_array(attempts, m, INT4OID, sizeof(int32),
-													true, TYPALIGN_INT));
-		values[2] = Int32GetDatum(MyProcPid);
-		sac_spi_prepare(&release_plan, release_sql, 3, release_types);
-		ret = SPI_execute_plan(release_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	}
 }
 
@@ -564,7 +512,7 @@ delete_job(SacJob *job)
 	Datum		values[2];
 	int			ret;
 
-	finish_jobs(&job, 1);
+	finish_jobs(&job, 1, job->fetch ? (int) job->req.status : 0);
 	if (!job->finished)
 		return;					/* the lease went to someone else */
 	values[0] = UUIDPGetDatum(&job->tenant_id);
@@ -620,7 +568,7 @@ execute(SacJob **jobs, int n)
 	}
 	if (nupserts == 0)
 		return;
-	finish_jobs(upserts, nupserts);
+	finish_jobs(upserts, nupserts, 200);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_TICKET);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_MESSAGE);
 }

@@ -8,8 +8,8 @@
  * for a resource that already has a row waiting (pending or retrying) coalesce
  * into that row: one fetch serves them all, the row counts how many
  * notifications it stands for and keeps the latest status.  A row that
- * takes in a notification while its fetch is under way is not finished by
- * that fetch but fetched again (apply.c).
+ * takes in a notification while its fetch is under way (it has a lease) is
+ * marked refetch: that fetch puts it back instead of finishing it (apply.c).
  * A partial unique index enforces "one waiting row per resource", and
  * INSERT ... ON CONFLICT makes concurrent receipts of the same resource
  * meet in that row without errors.
@@ -44,7 +44,8 @@ static const char *const insert_sql =
 " ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying')"
 " DO UPDATE SET notifications = i.notifications + 1,"
 "               status = EXCLUDED.status,"
-"               last_received_at = EXCLUDED.last_received_at"
+"               last_received_at = EXCLUDED.last_received_at,"
+"               refetch = i.refetch OR i.lease_owner IS NOT NULL"
 " RETURNING id";
 
 /*

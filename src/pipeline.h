@@ -48,7 +48,6 @@ typedef struct SacJob
 	pg_uuid_t	ticket_id;
 	pg_uuid_t	message_id;
 	int			attempts;		/* including the current one */
-	int			notifications;	/* the row's count when claimed */
 	char		resource[SAC_RESOURCE_MAXLEN];
 	SacTenant  *tenant;
 	MemoryContext cxt;			/* the batch's memory */
