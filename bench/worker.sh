@@ -18,15 +18,17 @@
 #     with a breakdown from the inbox row's timestamps.  Measured twice: right
 #     after the drain, while the inbox's indexes still hold the dead entries
 #     of the drained rows, and after a VACUUM of the inbox (the table's figure).
-#  4. memory: RssAnon (private memory) and VmRSS of the worker backend after a
-#     warm-up of 1,000 events, and again once it has finished RSS_EVENTS
-#     (1,000,000; QUICK=1: 100,000) events in all, of the full payload mix.
-#     The target is on RssAnon: VmRSS also counts the pages of shared_buffers
-#     that the backend has touched, which grows towards shared_buffers (256MB)
-#     without any leak.
-#  5. (information) the drain again with sac_webhook.workers = 2.
+#  4. (information) the drain again with ALT_WORKERS (1) worker(s): the
+#     server restarts with sac_webhook.workers = ALT_WORKERS.
+#  5. memory, with that one worker doing all the work: RssAnon (private
+#     memory) and VmRSS of the worker backend after a warm-up of 1,000
+#     events, and again once it has finished RSS_EVENTS (1,000,000; QUICK=1:
+#     100,000) events in all, of the full payload mix.  The target is on
+#     RssAnon: VmRSS also counts the pages of shared_buffers that the backend
+#     has touched, which grows towards shared_buffers (256MB) without any
+#     leak.
 #
-# The worker runs with the extension's defaults (1 worker, batch_size 200,
+# The workers run with the extension's defaults (2 workers, batch_size 500,
 # max_in_flight 16) unless WORKERS / BATCH_SIZE / MAX_IN_FLIGHT say otherwise;
 # N_DRAIN and RSS_EVENTS override the sizes.  PROFILE=1 loads
 # pg_stat_statements (track = all) and prints the statements the drains spent
@@ -43,10 +45,10 @@ LAT_RATE=500
 LAT_SECONDS=$(size 15 5)
 WRK_SECONDS=$(size 5 3)
 MOCK_THREADS=${MOCK_THREADS:-2}
-WORKERS=${WORKERS:-1}
-ALT_WORKERS=${ALT_WORKERS:-2} # the last drain runs again with this many workers
-BATCH_SIZE=${BATCH_SIZE:-200}
-MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-16}
+WORKERS=${WORKERS:-}		# empty: the extension's default, as BATCH_SIZE and MAX_IN_FLIGHT
+ALT_WORKERS=${ALT_WORKERS:-1}	# sections 4 and 5 run with this many workers
+BATCH_SIZE=${BATCH_SIZE:-}
+MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}
 PROFILE=${PROFILE:-0} # 1: pg_stat_statements shows where the drains spend their time
 DRAIN_TIMEOUT=900 # seconds; a drain that takes longer fails the benchmark
 
@@ -59,9 +61,9 @@ MOCK_PID=$BG_PID
 wait_http "$MOCK_URL/_mock/health"
 
 # --- the cluster, with the worker ---------------------------------------------
-pg_start "sac_webhook.workers = $WORKERS
-sac_webhook.batch_size = $BATCH_SIZE
-sac_webhook.max_in_flight = $MAX_IN_FLIGHT
+pg_start "$([ -n "$WORKERS" ] && echo "sac_webhook.workers = $WORKERS")
+$([ -n "$BATCH_SIZE" ] && echo "sac_webhook.batch_size = $BATCH_SIZE")
+$([ -n "$MAX_IN_FLIGHT" ] && echo "sac_webhook.max_in_flight = $MAX_IN_FLIGHT")
 sac_webhook.api_base_url = '$MOCK_URL'
 sac_webhook.token_url = '$MOCK_URL/oauth/token'
 # done rows stay, for the latency join
@@ -114,11 +116,18 @@ store_tickets()
 	done
 }
 
+# inbox_updates: row updates of the inbox so far, and how many were HOT
+inbox_updates()
+{
+	q -F ' ' -c "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+	              WHERE relid = 'sac_webhook.inbox'::regclass"
+}
+
 # drain N: the timed drain of N stored notifications (see the header).
 # Sets DRAIN_RATE, DRAIN_SECONDS and DRAIN_CPU (a text).
 drain()
 {
-	local n=$1 first_id wpids others t_cpu0 m_cpu0 o_cpu0 w_cpu0 w_cpu m_cpu o_cpu busy
+	local n=$1 first_id wpids others t_cpu0 m_cpu0 o_cpu0 w_cpu0 w_cpu m_cpu o_cpu busy upd0 hot0 upd1 hot1
 	q -c "UPDATE sac_webhook.tenants SET enabled = false" >/dev/null
 	first_id=$(q -c "SELECT coalesce(max(id), 0) + 1 FROM sac_webhook.inbox")
 	store_tickets "$n"
@@ -129,6 +138,7 @@ drain()
 	w_cpu0=$(cpu_seconds $wpids)
 	m_cpu0=$(cpu_seconds "$MOCK_PID")
 	o_cpu0=$(cpu_seconds $others)
+	read -r upd0 hot0 < <(inbox_updates)
 	cpu_busy_mark
 	q -c "BEGIN" -c "UPDATE sac_webhook.tenants SET enabled = true" \
 	  -c "SELECT sac_webhook.receive(bench.ticket_payload(gen_random_uuid()))" -c "COMMIT" >/dev/null
@@ -159,6 +169,10 @@ drain()
 		                       (SELECT pg_xact_commit_timestamp(t.xmin) FROM sac_webhook.tenants t) AS t0
 		                  FROM sac_webhook.inbox i WHERE i.id >= $first_id) x
 		         GROUP BY t0) y")
+	# the workers send their table statistics at most once a second
+	sleep 1.5
+	read -r upd1 hot1 < <(inbox_updates)
+	DRAIN_HOT="$((upd1 - upd0)) inbox row updates, $(fmt "$(calc "100 * ($hot1 - $hot0) / ($upd1 - $upd0)")")% of them HOT"
 	DRAIN_CPU="worker(s) ${w_cpu} s CPU ($(fmt "$(calc "100 * $w_cpu / $DRAIN_SECONDS")")% of a core), other postgres processes ${o_cpu} s, mock ${m_cpu} s, in $(fmt "$DRAIN_SECONDS" 2) s; both cores ${busy}% busy"
 }
 
@@ -171,20 +185,19 @@ read -r _ m_req m_dur m_non2xx m_err m_p50 _ m_p99 _ _ <<<"$mock_line"
 MOCK_RPS=$(calc "$m_req / $m_dur")
 raw "mock API capacity (wrk -t2 -c32, GET ticket, --threads $MOCK_THREADS): $m_req requests in ${m_dur}s = $(fmt "$MOCK_RPS") req/s, p50 ${m_p50} ms, p99 ${m_p99} ms"
 
-# --- warm-up, and the worker's memory before ------------------------------------
+# --- warm-up ---------------------------------------------------------------------
 q -c "UPDATE sac_webhook.tenants SET enabled = true" >/dev/null
 store_tickets 1000
 wait_drained
-WPID=$(worker_pids)
-[ -n "$WPID" ] || die "no sac_webhook worker is running"
-rss0=$(status_kb "$WPID" VmRSS) anon0=$(status_kb "$WPID" RssAnon) shm0=$(status_kb "$WPID" RssShmem)
-done0=$(q -c "SELECT count(*) FROM sac_webhook.inbox WHERE state = 'done'")
+[ -n "$(worker_pids)" ] || die "no sac_webhook worker is running"
+SETTINGS="workers=$(q -c "SHOW sac_webhook.workers") batch_size=$(q -c "SHOW sac_webhook.batch_size") max_in_flight=$(q -c "SHOW sac_webhook.max_in_flight")"
 
 # --- 2. drain -------------------------------------------------------------------
-log "drain: $N_DRAIN notifications, $WORKERS worker(s)"
+log "drain: $N_DRAIN notifications, $SETTINGS"
 drain "$N_DRAIN"
-raw "drain: $((N_DRAIN + 1)) events in $(fmt "$DRAIN_SECONDS" 2) s = $(fmt "$DRAIN_RATE") events/s (workers=$WORKERS batch_size=$BATCH_SIZE max_in_flight=$MAX_IN_FLIGHT)"
+raw "drain: $((N_DRAIN + 1)) events in $(fmt "$DRAIN_SECONDS" 2) s = $(fmt "$DRAIN_RATE") events/s ($SETTINGS)"
 raw "drain CPU: $DRAIN_CPU"
+raw "drain updates: $DRAIN_HOT"
 raw "drain progress: 25 / 50 / 75 / 100 % done after $DRAIN_PROGRESS s"
 ratio=$(calc "$DRAIN_RATE / $MOCK_RPS")
 result "worker drain: events/s" \
@@ -257,9 +270,29 @@ result "worker latency p99 @ ${LAT_RATE}/s" "$LAT_P99 ms (commit to visible)" "r
 result "worker latency @ ${LAT_RATE}/s, right after the drain" "p50 $burst_p50 / p99 $burst_p99 ms" \
 	"after VACUUM: p50 $LAT_P50 / p99 $LAT_P99 ms" "$(fmt "$(calc "$burst_p50 / $LAT_P50")" 1) (p50)" "(report)" "-"
 
-# --- 4. the worker's memory over RSS_EVENTS events ------------------------------
-done_now=$(q -c "SELECT count(*) FROM sac_webhook.inbox WHERE state = 'done'")
-left=$((RSS_EVENTS - (done_now - done0)))
+# --- 4. (information) the drain with ALT_WORKERS worker(s) -------------------------
+log "drain again with $ALT_WORKERS worker(s) (information)"
+echo "sac_webhook.workers = $ALT_WORKERS" >>"$PGDATA/postgresql.conf"
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 restart >/dev/null
+for i in $(seq 50); do [ "$(worker_pids | wc -l)" = "$ALT_WORKERS" ] && break; sleep 0.2; done
+drain "$N_DRAIN"
+raw "drain with $ALT_WORKERS worker(s): $((N_DRAIN + 1)) events in $(fmt "$DRAIN_SECONDS" 2) s = $(fmt "$DRAIN_RATE") events/s"
+raw "drain with $ALT_WORKERS worker(s), CPU: $DRAIN_CPU"
+raw "drain with $ALT_WORKERS worker(s), updates: $DRAIN_HOT"
+raw "drain with $ALT_WORKERS worker(s), progress: 25 / 50 / 75 / 100 % done after $DRAIN_PROGRESS s"
+result "worker drain, $ALT_WORKERS worker(s) (info)" \
+	"$(thousands "$DRAIN_RATE") events/s" "mock: $(thousands "$MOCK_RPS") req/s" \
+	"$(fmt "$(calc "$DRAIN_RATE / $MOCK_RPS")" 3)" "(report)" "-"
+
+# --- 5. one worker's memory over RSS_EVENTS events -------------------------------
+# after a warm-up of 1,000 events of the full mix
+q -c "SELECT count(sac_webhook.receive(bench.random_payload())) FROM generate_series(1, 1000)" >/dev/null
+wait_drained
+WPID=$(worker_pids | head -n 1)
+[ "$(worker_pids | wc -l)" = 1 ] || log "memory: of the first of $(worker_pids | wc -l) workers"
+rss0=$(status_kb "$WPID" VmRSS) anon0=$(status_kb "$WPID" RssAnon) shm0=$(status_kb "$WPID" RssShmem)
+done0=$(q -c "SELECT count(*) FROM sac_webhook.inbox WHERE state = 'done'")
+left=$RSS_EVENTS
 log "memory: $left more events of the full mix, until $RSS_EVENTS since the warm-up"
 t_rss0=$SECONDS
 peak_anon=$anon0
@@ -288,17 +321,3 @@ result "worker memory over $(thousands "$events") events" \
 	"after warm-up: $(fmt "$(calc "$anon0 / 1024")" 1) MB" \
 	"$(fmt "$(calc "$anon1 / $anon0")" 2)" "growth < 10 MB" "$(yesno "$growth_mb < 10")"
 
-# --- 5. (information) the drain with two workers --------------------------------
-if [ "$WORKERS" != "$ALT_WORKERS" ]; then
-	log "drain again with $ALT_WORKERS workers (information)"
-	echo "sac_webhook.workers = $ALT_WORKERS" >>"$PGDATA/postgresql.conf"
-	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 restart >/dev/null
-	for i in $(seq 50); do [ "$(worker_pids | wc -l)" = "$ALT_WORKERS" ] && break; sleep 0.2; done
-	drain "$N_DRAIN"
-	raw "drain with $ALT_WORKERS workers: $((N_DRAIN + 1)) events in $(fmt "$DRAIN_SECONDS" 2) s = $(fmt "$DRAIN_RATE") events/s"
-	raw "drain with $ALT_WORKERS workers, CPU: $DRAIN_CPU"
-	raw "drain with $ALT_WORKERS workers, progress: 25 / 50 / 75 / 100 % done after $DRAIN_PROGRESS s"
-	result "worker drain, $ALT_WORKERS workers (info)" \
-		"$(thousands "$DRAIN_RATE") events/s" "mock: $(thousands "$MOCK_RPS") req/s" \
-		"$(fmt "$(calc "$DRAIN_RATE / $MOCK_RPS")" 3)" "(report)" "-"
-fi

@@ -27,13 +27,13 @@ PG_MODULE_MAGIC;
 
 /* GUC variables */
 char	   *sac_database = NULL;
-int			sac_workers = 1;
+int			sac_workers = 2;
 char	   *sac_api_base_url = NULL;
 char	   *sac_token_url = NULL;
 int			sac_connect_timeout_ms = 5000;
 int			sac_request_timeout_ms = 10000;
 int			sac_max_in_flight = 16;
-int			sac_batch_size = 200;
+int			sac_batch_size = 500;
 int			sac_max_attempts = 12;
 int			sac_retry_base_delay_ms = 1000;
 int			sac_retry_max_delay_s = 900;
@@ -142,7 +142,7 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.batch_size",
 							"Inbox rows claimed per batch.",
-							NULL, &sac_batch_size, 200, 1, 5000,
+							NULL, &sac_batch_size, 500, 1, 5000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_attempts",
 							"Attempts before a notification is marked dead.",
@@ -201,7 +201,7 @@ _PG_init(void)
 								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 		DefineCustomIntVariable("sac_webhook.workers",
 								"Number of background workers (0 disables them).",
-								NULL, &sac_workers, 1, 0, SAC_MAX_WORKERS,
+								NULL, &sac_workers, 2, 0, SAC_MAX_WORKERS,
 								PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	}
 
