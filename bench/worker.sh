@@ -45,9 +45,9 @@ LAT_RATE=500
 LAT_SECONDS=$(size 15 5)
 WRK_SECONDS=$(size 5 3)
 MOCK_THREADS=${MOCK_THREADS:-2}
-WORKERS=${WORKERS:-}		# empty: the extension's default, as BATCH_SIZE and MAX_IN_FLIGHT
+WORKERS=${WORKERS:-2}		# the extension's default (lib.sh's clusters have none)
 ALT_WORKERS=${ALT_WORKERS:-1}	# sections 4 and 5 run with this many workers
-BATCH_SIZE=${BATCH_SIZE:-}
+BATCH_SIZE=${BATCH_SIZE:-}		# empty: the extension's default, as MAX_IN_FLIGHT
 MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}
 PROFILE=${PROFILE:-0} # 1: pg_stat_statements shows where the drains spend their time
 DRAIN_TIMEOUT=900 # seconds; a drain that takes longer fails the benchmark
@@ -61,7 +61,7 @@ MOCK_PID=$BG_PID
 wait_http "$MOCK_URL/_mock/health"
 
 # --- the cluster, with the worker ---------------------------------------------
-pg_start "$([ -n "$WORKERS" ] && echo "sac_webhook.workers = $WORKERS")
+pg_start "sac_webhook.workers = $WORKERS
 $([ -n "$BATCH_SIZE" ] && echo "sac_webhook.batch_size = $BATCH_SIZE")
 $([ -n "$MAX_IN_FLIGHT" ] && echo "sac_webhook.max_in_flight = $MAX_IN_FLIGHT")
 sac_webhook.api_base_url = '$MOCK_URL'
