@@ -6,8 +6,9 @@
  *
  * First each job's fate is decided from its HTTP outcome alone; then the
  * database work is done.  Each job's work first finishes its inbox row, but
- * only while this process still holds its lease (same owner and attempt
- * number), and then changes the data, in the same transaction: a row whose
+ * (or puts it back, when a notification came in during the fetch) only
+ * while this process still holds its lease, and then changes the data, in
+ * the same transaction: a row whose
  * lease was taken over by another worker is left alone, so a result is never
  * applied twice, and a crash loses both or neither.
  *
@@ -56,7 +57,12 @@
 int			sac_finished_count = 0;
 
 static SPIPlanPtr done_plan = NULL;
+static SPIPlanPtr done_skip_plan = NULL;
 static SPIPlanPtr defer_plan = NULL;
+static SPIPlanPtr defer_skip_plan = NULL;
+
+/* In a batch: skip inbox rows that another session has locked */
+static bool skip_locked = false;
 static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
@@ -67,37 +73,65 @@ static SPIPlanPtr message_delete_plan = NULL;
  * our pid: the lease is cleared whenever a row is finished or put back, and
  * a row taken over after its lease ran out has another owner.  A row that
  * took in a notification while we fetched it (refetch, set by receive()) is
- * not finished but put back, due at once, so that the change that came in
- * meanwhile is fetched.  An array of ids and the HTTP status (NULL: none)
- * go in; the ids of the rows finished come out.  (Looking rows up by id =
- * ANY keeps every plan on the primary key.)
+ * put back instead, due at once, so that the change that came in meanwhile
+ * is fetched too; the result in hand is applied all the same (the
+ * updated_at guard keeps it from overwriting anything newer).  An array of
+ * ids and the HTTP status (NULL: none) go in; the ids of the rows still
+ * ours come out, with whether they are done.  (Looking rows up by id = ANY
+ * keeps every plan on the primary key.)
+ *
+ * receive() locks a waiting row to count a notification in, so a worker
+ * that finished a batch's rows waiting for such locks, in its own order,
+ * could deadlock with a session receiving several of them in another.  In
+ * a batch, rows locked by someone else are skipped (SKIP LOCKED) and
+ * finished afterwards one at a time (see sac_apply_jobs).
  */
-static const char *const done_sql =
-"UPDATE sac_webhook.inbox i"
-"   SET state = CASE WHEN i.refetch THEN 'pending' ELSE 'done' END::sac_webhook.inbox_state,"
-"       finished_at = CASE WHEN i.refetch THEN NULL ELSE now() END,"
-"       next_attempt_at = CASE WHEN i.refetch THEN now() ELSE i.next_attempt_at END,"
-"       attempts = CASE WHEN i.refetch THEN 0 ELSE i.attempts END,"
-"       refetch = false, lease_until = NULL, lease_owner = NULL,"
+#define DONE_SET \
+"UPDATE sac_webhook.inbox i" \
+"   SET state = CASE WHEN i.refetch THEN 'pending' ELSE 'done' END::sac_webhook.inbox_state," \
+"       finished_at = CASE WHEN i.refetch THEN NULL ELSE now() END," \
+"       next_attempt_at = CASE WHEN i.refetch THEN now() ELSE i.next_attempt_at END," \
+"       attempts = CASE WHEN i.refetch THEN 0 ELSE i.attempts END," \
+"       refetch = false, lease_until = NULL, lease_owner = NULL," \
 "       last_http_status = $2, last_error = NULL"
+
+static const char *const done_sql =
+DONE_SET
 " WHERE i.id = ANY ($1::bigint[]) AND i.lease_owner = $3"
+" RETURNING i.id, i.state = 'done'";
+
+static const char *const done_skip_sql =
+DONE_SET
+" WHERE i.id = ANY (ARRAY(SELECT l.id FROM sac_webhook.inbox l"
+"                          WHERE l.id = ANY ($1::bigint[]) AND l.lease_owner = $3"
+"                            FOR UPDATE SKIP LOCKED))"
 " RETURNING i.id, i.state = 'done'";
 
 /*
  * Put a row we still hold back in the queue (or mark it dead).  A row that
  * took in a notification meanwhile goes back as new instead, due at once.
+ * Skipped when locked, in a batch, as above.
  */
-static const char *const defer_sql =
-"UPDATE sac_webhook.inbox"
-"   SET state = CASE WHEN refetch THEN 'pending' ELSE $4::sac_webhook.inbox_state END,"
-"       finished_at = CASE WHEN NOT refetch AND $4 = 'dead' THEN now() END,"
-"       next_attempt_at = CASE WHEN refetch THEN now()"
-"                              ELSE now() + make_interval(secs => $5 / 1000.0) END,"
-"       attempts = CASE WHEN refetch THEN 0 ELSE attempts - $7 END,"
-"       refetch = false, lease_until = NULL, lease_owner = NULL,"
-"       last_http_status = coalesce($3, last_http_status),"
+#define DEFER_SET \
+"UPDATE sac_webhook.inbox" \
+"   SET state = CASE WHEN refetch THEN 'pending' ELSE $4::sac_webhook.inbox_state END," \
+"       finished_at = CASE WHEN NOT refetch AND $4 = 'dead' THEN now() END," \
+"       next_attempt_at = CASE WHEN refetch THEN now()" \
+"                              ELSE now() + make_interval(secs => $5 / 1000.0) END," \
+"       attempts = CASE WHEN refetch THEN 0 ELSE attempts - $7 END," \
+"       refetch = false, lease_until = NULL, lease_owner = NULL," \
+"       last_http_status = coalesce($3, last_http_status)," \
 "       last_error = coalesce($6, last_error)"
+
+static const char *const defer_sql =
+DEFER_SET
 " WHERE id = $1 AND lease_owner = $2"
+" RETURNING state::text";
+
+static const char *const defer_skip_sql =
+DEFER_SET
+" WHERE id = (SELECT l.id FROM sac_webhook.inbox l"
+"              WHERE l.id = $1 AND l.lease_owner = $2 FOR UPDATE SKIP LOCKED)"
 " RETURNING state::text";
 
 /*
@@ -337,7 +371,10 @@ execute_defer(SacJob *job)
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
-	sac_spi_prepare(&defer_plan, defer_sql, 7, types);
+	if (skip_locked)
+		sac_spi_prepare(&defer_skip_plan, defer_skip_sql, 7, types);
+	else
+		sac_spi_prepare(&defer_plan, defer_sql, 7, types);
 	values[0] = Int64GetDatum(job->id);
 	values[1] = Int32GetDatum(MyProcPid);
 	values[2] = Int32GetDatum((int32) job->req.status);
@@ -350,7 +387,7 @@ execute_defer(SacJob *job)
 	else
 		nulls[5] = 'n';
 	values[6] = Int32GetDatum(job->count_attempt ? 0 : 1);
-	ret = SPI_execute_plan(defer_plan, values, nulls, false, 0);
+	ret = SPI_execute_plan(skip_locked ? defer_skip_plan : defer_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -360,6 +397,7 @@ execute_defer(SacJob *job)
 															  SPI_tuptable->tupdesc,
 															  1, &isnull));
 
+		job->held = true;
 		job->finished = strcmp(state, "dead") == 0;
 	}
 }
@@ -372,7 +410,8 @@ job_resource_id(const SacJob *job)
 }
 
 /*
- * Finish the given rows as done, where still ours; sets job->finished.
+ * Finish the given rows, where still ours (see done_sql); sets job->held
+ * and job->finished.
  */
 static void
 finish_jobs(SacJob **jobs, int n, int http_status)
@@ -392,13 +431,16 @@ finish_jobs(SacJob **jobs, int n, int http_status)
 		nulls[1] = 'n';
 	values[2] = Int32GetDatum(MyProcPid);
 
-	sac_spi_prepare(&done_plan, done_sql, 3, types);
-	ret = SPI_execute_plan(done_plan, values, nulls, false, 0);
+	if (skip_locked)
+		sac_spi_prepare(&done_skip_plan, done_skip_sql, 3, types);
+	else
+		sac_spi_prepare(&done_plan, done_sql, 3, types);
+	ret = SPI_execute_plan(skip_locked ? done_skip_plan : done_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	/*
-	 * Match the rows that came back to the jobs: those done are finished
-	 * (the others were put back).  They come back in the order given, so the
+	 * Match the rows that came back to the jobs: they were ours, and those
+	 * done are finished (the others were put back).  They come back in the order given, so the
 	 * search resumes where the last one matched: linear for a whole batch.
 	 */
 	for (uint64 r = 0, next = 0; r < SPI_processed; r++)
@@ -415,6 +457,7 @@ finish_jobs(SacJob **jobs, int n, int http_status)
 
 			if (jobs[i]->id == id)
 			{
+				jobs[i]->held = true;
 				jobs[i]->finished = done;
 				next = i + 1;
 				break;
@@ -424,8 +467,8 @@ finish_jobs(SacJob **jobs, int n, int http_status)
 }
 
 /*
- * Upsert the documents of finished jobs of one topic; sets job->changed and
- * announces each change.
+ * Upsert the documents of one topic of the jobs whose rows were still ours;
+ * sets job->changed and announces each change.
  */
 static void
 upsert_jobs(SacJob **jobs, int n, SacTopic topic)
@@ -442,7 +485,7 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 
 	for (int i = 0; i < n; i++)
 	{
-		if (!jobs[i]->finished || jobs[i]->topic != topic)
+		if (!jobs[i]->held || jobs[i]->topic != topic)
 			continue;
 		mine[m] = jobs[i];
 		tenants[m] = UUIDPGetDatum(&jobs[i]->tenant_id);
@@ -513,7 +556,7 @@ delete_job(SacJob *job)
 	int			ret;
 
 	finish_jobs(&job, 1, job->fetch ? (int) job->req.status : 0);
-	if (!job->finished)
+	if (!job->held)
 		return;					/* the lease went to someone else */
 	values[0] = UUIDPGetDatum(&job->tenant_id);
 	values[1] = UUIDPGetDatum(job_resource_id(job));
@@ -602,6 +645,7 @@ execute_all_unit(void *arg)
 static void
 reset_outcome(SacJob *job)
 {
+	job->held = false;
 	job->finished = false;
 	job->changed = false;
 	job->parsing = false;
@@ -617,6 +661,7 @@ apply_alone(SacJob *job)
 {
 	char	   *error = NULL;
 
+	skip_locked = false;
 	reset_outcome(job);
 	if (sac_run_unit(execute_one_unit, job, &error))
 		return;
@@ -658,11 +703,19 @@ sac_apply_jobs(SacJob *jobs, int njobs)
 	{
 		JobList		list = {jobs, njobs};
 
+		skip_locked = true;
 		together = sac_run_unit(execute_all_unit, &list, NULL);
+		skip_locked = false;
 	}
-	if (!together)
-		for (int i = 0; i < njobs; i++)
+	for (int i = 0; i < njobs; i++)
+	{
+		/*
+		 * Alone: all of them when the batch failed, else those whose row was
+		 * locked by a receipt (or is no longer ours: then nothing happens).
+		 */
+		if (!together || !jobs[i].held)
 			apply_alone(&jobs[i]);
+	}
 
 	for (int i = 0; i < njobs; i++)
 	{

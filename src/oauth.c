@@ -22,6 +22,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #include "pipeline.h"
 
@@ -157,6 +158,13 @@ store_unit(void *arg)
 	RefreshArgs *r = (RefreshArgs *) arg;
 	Oid			types[2] = {UUIDOID, TEXTOID};
 	Datum		values[2];
+
+	/*
+	 * A rotated refresh token replaces one the provider has now revoked: it
+	 * must survive a crash, though the worker commits asynchronously.
+	 */
+	(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 
 	sac_spi_prepare(&store_plan, store_sql, 2, types);
 	values[0] = UUIDPGetDatum(&r->tenant->id);

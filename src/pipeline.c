@@ -54,7 +54,8 @@ static SPIPlanPtr next_due_plan = NULL;
  * lease_until): no indexed column changes, so the update stays on its heap
  * page and writes no index entries.  A resource has at most one waiting row
  * (inbox_waiting_resource), so one lease per row is one fetch in flight per
- * resource.
+ * resource.  The fetch that follows covers the notifications taken in so
+ * far, so refetch is cleared.
  *
  * The rows are picked in a sub-select run once (the ARRAY()) and updated
  * through the primary key, and the statement is planned afresh each time
@@ -64,7 +65,7 @@ static SPIPlanPtr next_due_plan = NULL;
 static const char *const claim_sql =
 "UPDATE sac_webhook.inbox i"
 "   SET lease_until = now() + make_interval(secs => $2), lease_owner = $3,"
-"       attempts = i.attempts + 1, last_attempt_at = now()"
+"       attempts = i.attempts + 1, last_attempt_at = now(), refetch = false"
 "  FROM sac_webhook.tenants t"
 " WHERE i.id = ANY (ARRAY("
 "        SELECT w.id FROM sac_webhook.inbox w"
@@ -394,8 +395,8 @@ fetch_jobs(SacJob **jobs, int n)
 
 /*
  * Run one batch: claim up to limit rows, fetch and apply them.  With
- * housekeeping, first take back rows whose lease ran out or whose owner is
- * gone, and prune finished rows.  Returns the number of rows claimed (-1 if
+ * housekeeping, also take back rows whose owner is gone (rows whose lease
+ * ran out are taken back by any claim), and prune finished rows.  Returns the number of rows claimed (-1 if
  * the claim failed, in the worker); when none was, *next_due_ms tells how
  * long until the next row is due (-1: none waiting).
  */

@@ -65,6 +65,7 @@ typedef struct SacJob
 	/* what came of it */
 	Jsonb	   *doc;			/* the fetched document, while applied */
 	bool		parsing;		/* reading the document when it failed */
+	bool		held;			/* row still ours when finished: result applied */
 	bool		finished;		/* row done or dead */
 	bool		changed;		/* data changed */
 } SacJob;

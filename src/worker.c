@@ -17,7 +17,9 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 
 #include "access/xact.h"
 #include "executor/spi.h"
@@ -129,12 +131,13 @@ sac_webhook_worker_main(Datum main_arg)
 	sac_in_worker = true;
 
 	/*
-	 * The worker's transactions only ever redo what the inbox already holds:
-	 * a crash that loses the last of them puts their rows back in the queue,
-	 * with the changes they made, and they are fetched and applied again.
-	 * So they need not wait for their WAL to reach disk.
+	 * The worker's transactions redo what the inbox already holds: a crash
+	 * that loses the last of them puts their rows back in the queue, with
+	 * the changes they made, and they are fetched and applied again.  So
+	 * they need not wait for their WAL to reach disk.  (Storing a rotated
+	 * OAuth token is the exception: oauth.c commits that synchronously.)
 	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 
 	if (sac_shared && worker_slot >= 0 && worker_slot < SAC_MAX_WORKERS)
 	{
@@ -154,8 +157,10 @@ sac_webhook_worker_main(Datum main_arg)
 	 * trees, tuples).  Keep that memory in the process between batches
 	 * instead of returning it to the kernel and faulting it in again.
 	 */
-	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+#ifdef __GLIBC__
+	(void) mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	(void) mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+#endif
 
 	while (!sac_stop_requested)
 	{

@@ -176,19 +176,51 @@ is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT id) FROM apply_
 	'5|5', 'each row of that batch applied once');
 
 # 3c. A notification for a resource whose fetch is under way: its row takes
-# it in, and once that fetch is over the resource is fetched again
-my $path601 = "/v0/tickets/${\uuid_of(601)}";
+# it in, the result of that fetch is applied all the same, and the resource
+# is fetched again, so that the change that came in is applied too
+$node->safe_psql('postgres', 'TRUNCATE apply_log');
+my $id601 = uuid_of(601);
+my $path601 = "/v0/tickets/$id601";
+mock('PUT', "/_mock$path601",
+	qq{{"id": "$id601", "status": "open", "created_at": "2024-08-07T13:42:45", "updated_at": "2024-08-07T13:42:45"}});
 mock('POST', '/_mock/faults', qq{{"path": "$path601", "delay_ms": 2000}});
-receive_tickets('CREATION', uuid_of(601));
+receive_tickets('CREATION', $id601);
 ok($node->poll_query_until('postgres',
 	"SELECT lease_owner IS NOT NULL FROM sac_webhook.inbox WHERE resource = '$path601'"),
 	'fetch under way');
-receive_tickets('UPDATE', uuid_of(601));
+mock('PUT', "/_mock$path601",
+	qq{{"id": "$id601", "status": "closed", "created_at": "2024-08-07T13:42:45", "updated_at": "2024-08-09T10:00:00"}});
+receive_tickets('UPDATE', $id601);
 wait_drained('a row that took in a notification during its fetch drains');
 is($node->safe_psql('postgres',
-	"SELECT string_agg(state || '/' || status || '/' || notifications, ',') FROM sac_webhook.inbox WHERE resource = '$path601'"),
-	'done/UPDATE/2', 'one row for both notifications');
+	"SELECT string_agg(state || '/' || status || '/' || notifications || '/' || refetch, ',') FROM sac_webhook.inbox WHERE resource = '$path601'"),
+	'done/UPDATE/2/false', 'one row for both notifications');
 is(`curl -sf '$mock_url/_mock/count?path=$path601'`, '2', 'fetched again after the notification');
+is($node->safe_psql('postgres', "SELECT count(*) FROM apply_log WHERE id = '$id601'"),
+	'2', 'both fetches applied');
+is($node->safe_psql('postgres', "SELECT status FROM sac_webhook.tickets WHERE id = '$id601'"),
+	'closed', 'the change that came in during the fetch is stored');
+
+# 3d. A receipt whose transaction is still open holds the lock of a row in
+# flight: the rest of the batch is applied all the same, and that row once
+# the receipt commits (then fetched again, for the receipt)
+my ($id602, $id603) = (uuid_of(602), uuid_of(603));
+mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/$id602", "delay_ms": 1500}});
+receive_tickets('CREATION', $id602, $id603);
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM sac_webhook.inbox WHERE resource IN ('/v0/tickets/$id602', '/v0/tickets/$id603') AND lease_owner IS NOT NULL"),
+	'both in flight');
+my $bg = $node->background_psql('postgres');
+$bg->query_safe('BEGIN');
+$bg->query_safe("SELECT sac_webhook.receive('" . ticket_note('UPDATE', $id602) . "')");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM sac_webhook.tickets WHERE id = '$id603'"),
+	'the rest of the batch is applied while a receipt holds one row');
+$bg->query_safe('COMMIT');
+$bg->quit;
+wait_drained('the held row is finished once the receipt commits');
+is(`curl -sf '$mock_url/_mock/count?path=/v0/tickets/$id602'`, '2', 'and fetched again for that receipt');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '$id602'"), '1',
+	'its ticket stored');
 
 # 4. The API goes away; the server restarts with rows waiting; the API comes back
 stop_mock();
