@@ -46,6 +46,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
@@ -63,6 +64,9 @@ static SPIPlanPtr defer_skip_plan = NULL;
 
 /* In a batch: skip inbox rows that another session has locked */
 static bool skip_locked = false;
+
+/* The longest a job applied on its own waits for a row lock, in the worker */
+#define ALONE_LOCK_TIMEOUT "2s"
 static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
@@ -623,11 +627,19 @@ typedef struct JobList
 	int			njobs;
 } JobList;
 
+/*
+ * One job in a unit of its own.  In the worker, its waits for row locks are
+ * bounded: a session that keeps a receipt's transaction open must not stall
+ * the worker (the job is then retried later, or its lease runs out).
+ */
 static void
 execute_one_unit(void *arg)
 {
 	SacJob	   *job = (SacJob *) arg;
 
+	if (sac_in_worker)
+		(void) set_config_option("lock_timeout", ALONE_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	execute(&job, 1);
 }
 
