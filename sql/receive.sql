@@ -51,6 +51,8 @@ UPDATE sac_webhook.inbox SET state = 'done', finished_at = now(), lease_owner = 
  WHERE id = :first_id;
 SELECT sac_webhook.receive(pg_temp.n('UPDATE')) <> :first_id AS new_row;
 SELECT sac_webhook.receive(pg_temp.n('UPDATE')) AS second_id \gset
+-- (a row nobody holds is not marked refetch)
+SELECT refetch FROM sac_webhook.inbox WHERE id = :second_id;
 SELECT state, notifications FROM sac_webhook.inbox
  WHERE resource = '/v0/tickets/debde69a-2dbb-427b-b478-6cffd7930ecf'
    AND tenant_id = '3b5cf468-c858-404b-9e53-630e3df9d74a' ORDER BY id;

@@ -5,12 +5,12 @@
  *		its inbox row.
  *
  * First each job's fate is decided from its HTTP outcome alone; then the
- * database work is done.  Each job's work first finishes its inbox row, but
- * (or puts it back, when a notification came in during the fetch) only
+ * database work is done.  Each job's work first finishes its inbox row (or
+ * puts it back, when a notification came in during the fetch), but only
  * while this process still holds its lease, and then changes the data, in
- * the same transaction: a row whose
- * lease was taken over by another worker is left alone, so a result is never
- * applied twice, and a crash loses both or neither.
+ * the same transaction: a row whose lease was taken over by another worker
+ * is left alone, so a result is never applied twice, and a crash loses both
+ * or neither.
  *
  * The background worker applies a whole batch in one transaction (one
  * commit, one WAL flush for up to sac_webhook.batch_size rows).  Should any
@@ -46,7 +46,6 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
@@ -57,20 +56,20 @@
 
 int			sac_finished_count = 0;
 
+/* The longest a job applied on its own waits for a row lock, in the worker */
+#define ALONE_LOCK_TIMEOUT "2s"
+
 static SPIPlanPtr done_plan = NULL;
 static SPIPlanPtr done_skip_plan = NULL;
 static SPIPlanPtr defer_plan = NULL;
 static SPIPlanPtr defer_skip_plan = NULL;
-
-/* In a batch: skip inbox rows that another session has locked */
-static bool skip_locked = false;
-
-/* The longest a job applied on its own waits for a row lock, in the worker */
-#define ALONE_LOCK_TIMEOUT "2s"
 static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
 static SPIPlanPtr message_delete_plan = NULL;
+
+/* In a batch: skip inbox rows that another session has locked */
+static bool skip_locked = false;
 
 /*
  * Finish rows we still hold: done.  A row is ours while its lease_owner is
@@ -137,6 +136,23 @@ DEFER_SET
 " WHERE id = (SELECT l.id FROM sac_webhook.inbox l"
 "              WHERE l.id = $1 AND l.lease_owner = $2 FOR UPDATE SKIP LOCKED)"
 " RETURNING state::text";
+
+/*
+ * The inbox statement to run, prepared once: the variant that skips locked
+ * rows inside a batch (skip_locked), the one that waits for them otherwise.
+ */
+static SPIPlanPtr
+inbox_plan(SPIPlanPtr *waits, const char *waits_sql, SPIPlanPtr *skips,
+		   const char *skips_sql, int nargs, Oid *types)
+{
+	if (skip_locked)
+	{
+		sac_spi_prepare(skips, skips_sql, nargs, types);
+		return *skips;
+	}
+	sac_spi_prepare(waits, waits_sql, nargs, types);
+	return *waits;
+}
 
 /*
  * Upserts take arrays (a whole batch at once, or one row): tenant ids, ids,
@@ -373,12 +389,10 @@ execute_defer(SacJob *job)
 	Oid			types[7] = {INT8OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	SPIPlanPtr	plan = inbox_plan(&defer_plan, defer_sql, &defer_skip_plan, defer_skip_sql,
+									  7, types);
 	int			ret;
 
-	if (skip_locked)
-		sac_spi_prepare(&defer_skip_plan, defer_skip_sql, 7, types);
-	else
-		sac_spi_prepare(&defer_plan, defer_sql, 7, types);
 	values[0] = Int64GetDatum(job->id);
 	values[1] = Int32GetDatum(MyProcPid);
 	values[2] = Int32GetDatum((int32) job->req.status);
@@ -391,7 +405,7 @@ execute_defer(SacJob *job)
 	else
 		nulls[5] = 'n';
 	values[6] = Int32GetDatum(job->count_attempt ? 0 : 1);
-	ret = SPI_execute_plan(skip_locked ? defer_skip_plan : defer_plan, values, nulls, false, 0);
+	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -435,17 +449,16 @@ finish_jobs(SacJob **jobs, int n, int http_status)
 		nulls[1] = 'n';
 	values[2] = Int32GetDatum(MyProcPid);
 
-	if (skip_locked)
-		sac_spi_prepare(&done_skip_plan, done_skip_sql, 3, types);
-	else
-		sac_spi_prepare(&done_plan, done_sql, 3, types);
-	ret = SPI_execute_plan(skip_locked ? done_skip_plan : done_plan, values, nulls, false, 0);
+	ret = SPI_execute_plan(inbox_plan(&done_plan, done_sql, &done_skip_plan, done_skip_sql,
+									  3, types),
+						   values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
 	/*
 	 * Match the rows that came back to the jobs: they were ours, and those
-	 * done are finished (the others were put back).  They come back in the order given, so the
-	 * search resumes where the last one matched: linear for a whole batch.
+	 * done are finished (the others were put back).  They come back in the
+	 * order given, so the search resumes where the last one matched: linear
+	 * for a whole batch.
 	 */
 	for (uint64 r = 0, next = 0; r < SPI_processed; r++)
 	{
@@ -638,8 +651,7 @@ execute_one_unit(void *arg)
 	SacJob	   *job = (SacJob *) arg;
 
 	if (sac_in_worker)
-		(void) set_config_option("lock_timeout", ALONE_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
+		sac_set_local("lock_timeout", ALONE_LOCK_TIMEOUT);
 	execute(&job, 1);
 }
 

@@ -22,7 +22,6 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 
 #include "pipeline.h"
 
@@ -163,8 +162,7 @@ store_unit(void *arg)
 	 * A rotated refresh token replaces one the provider has now revoked: it
 	 * must survive a crash, though the worker commits asynchronously.
 	 */
-	(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+	sac_set_local("synchronous_commit", "on");
 
 	sac_spi_prepare(&store_plan, store_sql, 2, types);
 	values[0] = UUIDPGetDatum(&r->tenant->id);

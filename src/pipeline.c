@@ -28,6 +28,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -124,6 +125,16 @@ void
 sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 {
 	prepare_kept(plan, sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+}
+
+/*
+ * Set a configuration parameter until the end of the current transaction.
+ */
+void
+sac_set_local(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 /*

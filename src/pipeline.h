@@ -83,6 +83,7 @@ extern int	sac_finished_count;
 extern int	sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms);
 extern bool sac_run_unit(SacUnitFn fn, void *arg, char **error);
 extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
+extern void sac_set_local(const char *name, const char *value);
 
 /* oauth.c */
 extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
