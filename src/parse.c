@@ -17,6 +17,14 @@
  * fetches.  Every rejection is an ERROR in SQLSTATE class 22 whose errdetail
  * names the offending field.
  *
+ * The lexer does not de-escape strings: the callbacks see the raw tokens,
+ * de-escape the keys of the known objects and the values of the known
+ * fields themselves, and only check the escapes of everything else.  So
+ * \u0000, which cannot be converted to text, is an error in a known field
+ * and is ignored in an unknown one.  Objects and arrays may be nested at
+ * most SAC_MAX_DEPTH levels deep, which keeps the recursive parser far from
+ * the stack depth limit.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -82,18 +90,29 @@ typedef enum SacContext
 	CTX_PARAMS
 } SacContext;
 
-#define SAC_MAX_TRACKED_DEPTH 64
+/*
+ * Deepest nesting of objects and arrays accepted, the payload itself being
+ * level 1.  A notification needs 3 levels (the payload, data, params).
+ */
+#define SAC_MAX_DEPTH 64
 
 typedef struct ParseState
 {
+	JsonLexContext *lex;		/* the lexer, positioned by the parser */
 	int			depth;			/* nesting of objects and arrays */
-	SacContext	ctx[SAC_MAX_TRACKED_DEPTH];
+	SacContext	ctx[SAC_MAX_DEPTH];
 	SacField	cur_field;		/* known key whose value comes next */
 	bool		seen[F_COUNT];
 	char	   *value[F_COUNT]; /* string values of the scalar fields */
+	/* the last unknown key of a known object, raw, for error details */
+	SacContext	open_ctx;
+	const char *open_key;
+	int			open_key_len;
 } ParseState;
 
 static const char *const change_names[] = {"CREATION", "UPDATE", "DELETION"};
+
+static char *shown_value(const char *value);
 
 const char *
 sac_topic_name(SacTopic topic)
@@ -164,6 +183,40 @@ not_an_object(JsonTokenType got)
 }
 
 /*
+ * Report a syntax error found by the lexer or by check_escapes().
+ */
+static void pg_attribute_noreturn()
+invalid_json(JsonParseErrorType err, JsonLexContext *lex)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("webhook payload is not valid JSON"),
+			 errdetail("%s", json_errdetail(err, lex))));
+}
+
+/*
+ * Report nesting deeper than SAC_MAX_DEPTH, naming the unknown key of a known
+ * object under which it happens (only an unknown key can hold a container
+ * inside a known field).
+ */
+static void pg_attribute_noreturn()
+too_deep(ParseState *st)
+{
+	const char *parent;
+	char	   *where;
+
+	parent = st->open_ctx == CTX_DATA ? field_path[F_DATA] :
+		st->open_ctx == CTX_PARAMS ? field_path[F_PARAMS] : "";
+	where = psprintf("%s%s%.*s", parent, parent[0] ? "." : "",
+					 st->open_key_len, st->open_key);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("webhook payload is nested too deeply"),
+			 errdetail("The payload nests objects and arrays more than %d levels deep in field %s.",
+					   SAC_MAX_DEPTH, shown_value(where))));
+}
+
+/*
  * Enter an object or array.  A known object field opens its context; any
  * other known field must not hold a container.
  */
@@ -172,6 +225,8 @@ enter(ParseState *st, JsonTokenType kind)
 {
 	SacContext	ctx = CTX_UNKNOWN;
 
+	if (st->depth == SAC_MAX_DEPTH)
+		too_deep(st);
 	if (st->depth == 0)
 	{
 		if (kind != JSON_TOKEN_OBJECT_START)
@@ -185,9 +240,7 @@ enter(ParseState *st, JsonTokenType kind)
 		ctx = st->cur_field == F_DATA ? CTX_DATA : CTX_PARAMS;
 	}
 	st->cur_field = F_NONE;
-	if (st->depth < SAC_MAX_TRACKED_DEPTH)
-		st->ctx[st->depth] = ctx;
-	st->depth++;
+	st->ctx[st->depth++] = ctx;
 }
 
 static SAC_JSON_ACTION
@@ -215,45 +268,252 @@ on_struct_end(void *state)
 }
 
 /*
- * A key: recognise it when it is known in the current context, and reject
- * a known key given twice.
+ * Value of the hexadecimal digits of a \uXXXX escape.
+ */
+static inline int
+unicode_escape_value(const char *s)
+{
+	int			ch = 0;
+
+	for (int i = 0; i < 4; i++)
+	{
+		char		c = s[i];
+
+		ch = ch * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return ch;
+}
+
+/*
+ * Check the escapes of the raw string contents from s to end, which the lexer
+ * has already found well-formed, for what de-escaping would reject: a UTF-16
+ * surrogate escape without its other half.  \u0000 is accepted; *has_nul says
+ * whether there was one.
+ */
+static void
+check_escapes(ParseState *st, const char *s, const char *end, bool *has_nul)
+{
+	bool		high = false;	/* a high surrogate awaits its low one */
+
+	*has_nul = false;
+	while ((s = memchr(s, '\\', end - s)) != NULL)
+	{
+		int			ch;
+
+		if (s[1] != 'u')
+		{
+			if (high)
+				break;
+			s += 2;
+			continue;
+		}
+		ch = unicode_escape_value(s + 2);
+		if (is_utf16_surrogate_first(ch))
+		{
+			if (high)
+				invalid_json(JSON_UNICODE_HIGH_SURROGATE, st->lex);
+			high = true;
+		}
+		else if (is_utf16_surrogate_second(ch))
+		{
+			if (!high)
+				break;
+			high = false;
+		}
+		else if (high)
+			break;
+		else if (ch == 0)
+			*has_nul = true;
+		s += 6;
+		/* anything but another escape ends a surrogate pair too soon */
+		if (high && s < end && *s != '\\')
+			break;
+	}
+	if (high || s != NULL)
+		invalid_json(JSON_UNICODE_LOW_SURROGATE, st->lex);
+}
+
+/*
+ * Check the escapes of the string token the lexer is on, a value that is
+ * not kept.
+ */
+static inline void
+check_string(ParseState *st)
+{
+	const char *s = st->lex->token_start + 1;
+	const char *end = st->lex->token_terminator - 1;
+	bool		has_nul;
+
+	if (memchr(s, '\\', end - s) != NULL)
+		check_escapes(st, s, end, &has_nul);
+}
+
+/*
+ * De-escape the string token of len bytes at tok (quotes included) with a
+ * lexer of its own that asks for it, as the payload's lexer would have done.
+ * f is the known field that the token is the value of, if any.
+ */
+static char *
+unescape_string(ParseState *st, const char *tok, int len, SacField f)
+{
+	JsonParseErrorType err;
+
+#if PG_VERSION_NUM >= 170000
+	JsonLexContext *lex = makeJsonLexContextCstringLen(NULL, (char *) tok, len,
+													   st->lex->input_encoding,
+													   true);
+#else
+	JsonLexContext *lex = makeJsonLexContextCstringLen((char *) tok, len,
+													   st->lex->input_encoding,
+													   true);
+#endif
+
+	err = json_lex(lex);
+	if (err == JSON_UNICODE_CODE_POINT_ZERO && f != F_NONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+				 errmsg("unsupported Unicode escape sequence in webhook payload"),
+				 errdetail("Field \"%s\" contains \\u0000, which cannot be converted to text.",
+						   field_path[f])));
+	if (err != JSON_SUCCESS)
+		invalid_json(err, lex);
+	return lex->strval->data;
+}
+
+/*
+ * The string value of known field f: the token the lexer is on, de-escaped.
+ */
+static char *
+string_value(ParseState *st, SacField f)
+{
+	const char *tok = st->lex->token_start;
+	int			len = st->lex->token_terminator - tok;
+
+	if (memchr(tok + 1, '\\', len - 2) == NULL)
+		return pnstrdup(tok + 1, len - 2);
+	return unescape_string(st, tok, len, f);
+}
+
+/*
+ * The known field named by the len bytes of key in context ctx, if any.
+ */
+static SacField
+known_field(SacContext ctx, const char *key, int len)
+{
+#define KEY_IS(name) (len == sizeof(name) - 1 && memcmp(key, name, len) == 0)
+	switch (ctx)
+	{
+		case CTX_ROOT:
+			if (KEY_IS("topic"))
+				return F_TOPIC;
+			if (KEY_IS("tenant_id"))
+				return F_TENANT_ID;
+			if (KEY_IS("data"))
+				return F_DATA;
+			break;
+		case CTX_DATA:
+			if (KEY_IS("status"))
+				return F_STATUS;
+			if (KEY_IS("params"))
+				return F_PARAMS;
+			if (KEY_IS("resource"))
+				return F_RESOURCE;
+			break;
+		case CTX_PARAMS:
+			if (KEY_IS("id"))
+				return F_PARAMS_ID;
+			if (KEY_IS("ticket_id"))
+				return F_PARAMS_TICKET_ID;
+			break;
+		case CTX_UNKNOWN:
+			break;
+	}
+#undef KEY_IS
+	return F_NONE;
+}
+
+/*
+ * A key, whose value the lexer is on: recognise it when it is known in the
+ * current context, and reject a known key given twice.  The value of a known
+ * string field is kept; the escapes of any other string are checked.
+ *
+ * The parser passes no key name, since the lexer does not de-escape: the raw
+ * key is found back from the value, behind the colon and the whitespace
+ * around it.  Inside the key a quote can only be escaped, that is preceded by
+ * an odd number of backslashes.
  */
 static SAC_JSON_ACTION
 on_field_start(void *state, char *fname, bool isnull)
 {
 	ParseState *st = (ParseState *) state;
-	SacContext	ctx;
+	JsonLexContext *lex = st->lex;
+	SacContext	ctx = st->ctx[st->depth - 1];
 	SacField	f = F_NONE;
+	const char *key;
+	const char *key_end;
+	const char *p;
+	bool		escaped;
+	bool		has_nul = false;
 
+	(void) fname;
 	(void) isnull;
-	ctx = (st->depth - 1 < SAC_MAX_TRACKED_DEPTH) ? st->ctx[st->depth - 1] : CTX_UNKNOWN;
-	switch (ctx)
+
+	/* the input ends after the colon: the parser reports that */
+	if (lex->token_type == JSON_TOKEN_END)
+		SAC_JSON_RETURN;
+
+	p = lex->token_start - 1;
+	while (*p != ':')
+		p--;
+	do
+		p--;
+	while (*p != '"');
+	key_end = p;
+	for (;;)
 	{
-		case CTX_ROOT:
-			if (strcmp(fname, "topic") == 0)
-				f = F_TOPIC;
-			else if (strcmp(fname, "tenant_id") == 0)
-				f = F_TENANT_ID;
-			else if (strcmp(fname, "data") == 0)
-				f = F_DATA;
-			break;
-		case CTX_DATA:
-			if (strcmp(fname, "status") == 0)
-				f = F_STATUS;
-			else if (strcmp(fname, "params") == 0)
-				f = F_PARAMS;
-			else if (strcmp(fname, "resource") == 0)
-				f = F_RESOURCE;
-			break;
-		case CTX_PARAMS:
-			if (strcmp(fname, "id") == 0)
-				f = F_PARAMS_ID;
-			else if (strcmp(fname, "ticket_id") == 0)
-				f = F_PARAMS_TICKET_ID;
-			break;
-		case CTX_UNKNOWN:
+		const char *q;
+
+		do
+			p--;
+		while (*p != '"');
+		for (q = p; q[-1] == '\\'; q--)
+			;
+		if ((p - q) % 2 == 0)
 			break;
 	}
+	key = p + 1;
+
+	escaped = memchr(key, '\\', key_end - key) != NULL;
+	if (escaped)
+		check_escapes(st, key, key_end, &has_nul);
+	if (ctx != CTX_UNKNOWN)
+	{
+		if (!escaped)
+			f = known_field(ctx, key, key_end - key);
+		else if (!has_nul)
+		{
+			/* no known key has a \u0000 */
+			char	   *name = unescape_string(st, key - 1, key_end - key + 2,
+											   F_NONE);
+
+			f = known_field(ctx, name, strlen(name));
+		}
+		if (f == F_NONE)
+		{
+			st->open_ctx = ctx;
+			st->open_key = key;
+			st->open_key_len = key_end - key;
+		}
+	}
+
+	if (lex->token_type == JSON_TOKEN_STRING)
+	{
+		if (f != F_NONE && !field_is_object(f))
+			st->value[f] = string_value(st, f);
+		else
+			check_string(st);
+	}
+
 	if (f != F_NONE)
 	{
 		if (st->seen[f])
@@ -268,18 +528,37 @@ on_field_start(void *state, char *fname, bool isnull)
 	SAC_JSON_RETURN;
 }
 
+/*
+ * An array element, which the lexer is on.  Arrays are only found where
+ * nothing is kept, so a string element just has its escapes checked.
+ */
+static SAC_JSON_ACTION
+on_array_element_start(void *state, bool isnull)
+{
+	ParseState *st = (ParseState *) state;
+
+	(void) isnull;
+	if (st->lex->token_type == JSON_TOKEN_STRING)
+		check_string(st);
+	SAC_JSON_RETURN;
+}
+
+/*
+ * A scalar, which the lexer has already passed.  The value of a known field,
+ * which on_field_start() kept, must be a string.
+ */
 static SAC_JSON_ACTION
 on_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	ParseState *st = (ParseState *) state;
 
+	(void) token;
 	if (st->depth == 0)
 		not_an_object(tokentype);
 	if (st->cur_field != F_NONE)
 	{
 		if (tokentype != JSON_TOKEN_STRING || field_is_object(st->cur_field))
 			wrong_type(st->cur_field, tokentype);
-		st->value[st->cur_field] = token;
 		st->cur_field = F_NONE;
 	}
 	SAC_JSON_RETURN;
@@ -430,26 +709,26 @@ sac_parse_payload(const char *json, int len, SacNotification *out)
 	sem.array_start = on_array_start;
 	sem.array_end = on_struct_end;
 	sem.object_field_start = on_field_start;
+	sem.array_element_start = on_array_element_start;
 	sem.scalar = on_scalar;
 
 	{
+		/* no de-escaping: the callbacks do it for the known fields */
 #if PG_VERSION_NUM >= 170000
 		JsonLexContext lexbuf;
 		JsonLexContext *lex = makeJsonLexContextCstringLen(&lexbuf, (char *) json,
 														   len, GetDatabaseEncoding(),
-														   true);
+														   false);
 #else
 		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) json, len,
 														   GetDatabaseEncoding(),
-														   true);
+														   false);
 #endif
 
+		st.lex = lex;
 		err = pg_parse_json(lex, &sem);
 		if (err != JSON_SUCCESS)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-					 errmsg("webhook payload is not valid JSON"),
-					 errdetail("%s", json_errdetail(err, lex))));
+			invalid_json(err, lex);
 	}
 
 	/* topic */
