@@ -5,16 +5,16 @@ EXTENSION = sac_webhook
 MODULE_big = sac_webhook
 OBJS = src/sac_webhook.o src/parse.o src/inbox.o src/fetch.o src/oauth.o \
 	src/apply.o src/pipeline.o src/worker.o
-DATA = sql/sac_webhook--0.1.0.sql
+DATA = sql/sac_webhook--0.1.0.sql sql/sac_webhook--0.1.0--0.1.1.sql
 PGFILEDESC = "sac_webhook - live copy of Magalu SAC tickets fed by webhooks"
 
 # the server headers are system headers: -Wextra has no say on them
 PG_CPPFLAGS = -I$(srcdir)/src -isystem $(includedir_server) $(shell curl-config --cflags)
 SHLIB_LINK = $(shell curl-config --libs)
 
-REGRESS = parse receive grants process
+REGRESS = parse parse_limits receive grants process tokens search_path api_timestamp upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
-ISOLATION = receive_coalesce process_claim
+ISOLATION = receive_coalesce process_claim token_refresh_busy
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 

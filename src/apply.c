@@ -54,8 +54,6 @@
 /* NOTIFY channel for applied changes (documented) */
 #define SAC_NOTIFY_CHANNEL "sac_webhook"
 
-int			sac_finished_count = 0;
-
 /* The longest a job applied on its own waits for a row lock, in the worker */
 #define ALONE_LOCK_TIMEOUT "2s"
 
@@ -67,9 +65,6 @@ static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
 static SPIPlanPtr message_delete_plan = NULL;
-
-/* In a batch: skip inbox rows that another session has locked */
-static bool skip_locked = false;
 
 /*
  * Finish rows we still hold: done.  A row is ours while its lease_owner is
@@ -92,8 +87,8 @@ static bool skip_locked = false;
 #define DONE_SET \
 "UPDATE sac_webhook.inbox i" \
 "   SET state = CASE WHEN i.refetch THEN 'pending' ELSE 'done' END::sac_webhook.inbox_state," \
-"       finished_at = CASE WHEN i.refetch THEN NULL ELSE now() END," \
-"       next_attempt_at = CASE WHEN i.refetch THEN now() ELSE i.next_attempt_at END," \
+"       finished_at = CASE WHEN i.refetch THEN NULL ELSE pg_catalog.now() END," \
+"       next_attempt_at = CASE WHEN i.refetch THEN pg_catalog.now() ELSE i.next_attempt_at END," \
 "       attempts = CASE WHEN i.refetch THEN 0 ELSE i.attempts END," \
 "       refetch = false, lease_until = NULL, lease_owner = NULL," \
 "       last_http_status = $2, last_error = NULL"
@@ -118,9 +113,9 @@ DONE_SET
 #define DEFER_SET \
 "UPDATE sac_webhook.inbox" \
 "   SET state = CASE WHEN refetch THEN 'pending' ELSE $4::sac_webhook.inbox_state END," \
-"       finished_at = CASE WHEN NOT refetch AND $4 = 'dead' THEN now() END," \
-"       next_attempt_at = CASE WHEN refetch THEN now()" \
-"                              ELSE now() + make_interval(secs => $5 / 1000.0) END," \
+"       finished_at = CASE WHEN NOT refetch AND $4 = 'dead' THEN pg_catalog.now() END," \
+"       next_attempt_at = CASE WHEN refetch THEN pg_catalog.now()" \
+"                              ELSE pg_catalog.now() + pg_catalog.make_interval(secs => $5 / 1000.0) END," \
 "       attempts = CASE WHEN refetch THEN 0 ELSE attempts - $7 END," \
 "       refetch = false, lease_until = NULL, lease_owner = NULL," \
 "       last_http_status = coalesce($3, last_http_status)," \
@@ -142,7 +137,7 @@ DEFER_SET
  * rows inside a batch (skip_locked), the one that waits for them otherwise.
  */
 static SPIPlanPtr
-inbox_plan(SPIPlanPtr *waits, const char *waits_sql, SPIPlanPtr *skips,
+inbox_plan(bool skip_locked, SPIPlanPtr *waits, const char *waits_sql, SPIPlanPtr *skips,
 		   const char *skips_sql, int nargs, Oid *types)
 {
 	if (skip_locked)
@@ -164,12 +159,12 @@ static const char *const ticket_upsert_sql =
 "  (tenant_id, id, code, type, status, closed, reason, protocol, origin,"
 "   order_id, order_code, channel_id, due_date, created_at, updated_at, data, fetched_at)"
 " SELECT s.tenant_id, s.id, d->>'code', d->>'type', d->>'status',"
-"        CASE jsonb_typeof(d->'closed') WHEN 'boolean' THEN (d->'closed')::boolean END,"
+"        CASE pg_catalog.jsonb_typeof(d->'closed') WHEN 'boolean' THEN (d->'closed')::boolean END,"
 "        d->>'reason', d->>'protocol', d->>'origin',"
 "        d->'order'->>'id', d->'order'->>'code', d->'channel'->>'id',"
 "        sac_webhook.api_timestamp(d->>'due_date'),"
 "        sac_webhook.api_timestamp(d->>'created_at'),"
-"        sac_webhook.api_timestamp(d->>'updated_at'), d, now()"
+"        sac_webhook.api_timestamp(d->>'updated_at'), d, pg_catalog.now()"
 "   FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS s(tenant_id, id, d)"
 " ON CONFLICT (tenant_id, id) DO UPDATE"
 "   SET code = EXCLUDED.code, type = EXCLUDED.type, status = EXCLUDED.status,"
@@ -196,7 +191,7 @@ static const char *const message_upsert_sql =
 "        d->'moderation'->>'status', sac_webhook.api_timestamp(d->>'created_at'),"
 "        greatest(sac_webhook.api_timestamp(d->'moderation'->>'updated_at'),"
 "                 sac_webhook.api_timestamp(d->>'created_at')),"
-"        CASE WHEN blocked THEN d - 'message' - 'attachments' ELSE d END, now()"
+"        CASE WHEN blocked THEN d - 'message' - 'attachments' ELSE d END, pg_catalog.now()"
 "   FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::uuid[]) AS s(tenant_id, id, d, ticket_id),"
 "        LATERAL (SELECT coalesce(d->'moderation'->>'status', 'approved')"
 "                        NOT IN ('new', 'pending', 'approved') AS blocked) b"
@@ -384,13 +379,13 @@ read_document(SacJob *job, const char **why)
  * Put the row back in the queue, or mark it dead, as decided.
  */
 static void
-execute_defer(SacJob *job)
+execute_defer(SacJob *job, bool skip_locked)
 {
 	Oid			types[7] = {INT8OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	SPIPlanPtr	plan = inbox_plan(&defer_plan, defer_sql, &defer_skip_plan, defer_skip_sql,
-									  7, types);
+	SPIPlanPtr	plan = inbox_plan(skip_locked, &defer_plan, defer_sql,
+								  &defer_skip_plan, defer_skip_sql, 7, types);
 	int			ret;
 
 	values[0] = Int64GetDatum(job->id);
@@ -432,7 +427,7 @@ job_resource_id(const SacJob *job)
  * and job->finished.
  */
 static void
-finish_jobs(SacJob **jobs, int n, int http_status)
+finish_jobs(SacJob **jobs, int n, int http_status, bool skip_locked)
 {
 	Oid			types[3] = {INT8ARRAYOID, INT4OID, INT4OID};
 	Datum		values[3];
@@ -449,8 +444,8 @@ finish_jobs(SacJob **jobs, int n, int http_status)
 		nulls[1] = 'n';
 	values[2] = Int32GetDatum(MyProcPid);
 
-	ret = SPI_execute_plan(inbox_plan(&done_plan, done_sql, &done_skip_plan, done_skip_sql,
-									  3, types),
+	ret = SPI_execute_plan(inbox_plan(skip_locked, &done_plan, done_sql,
+									  &done_skip_plan, done_skip_sql, 3, types),
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
@@ -566,13 +561,13 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
  * messages).
  */
 static void
-delete_job(SacJob *job)
+delete_job(SacJob *job, bool skip_locked)
 {
 	Oid			types[2] = {UUIDOID, UUIDOID};
 	Datum		values[2];
 	int			ret;
 
-	finish_jobs(&job, 1, job->fetch ? (int) job->req.status : 0);
+	finish_jobs(&job, 1, job->fetch ? (int) job->req.status : 0, skip_locked);
 	if (!job->held)
 		return;					/* the lease went to someone else */
 	values[0] = UUIDPGetDatum(&job->tenant_id);
@@ -596,10 +591,11 @@ delete_job(SacJob *job)
 /*
  * Do the database work of the given jobs as decided: defer the deferred
  * ones, delete the deletions, and finish and upsert the others together.
- * Needs an SPI connection; raises on failure.
+ * skip_locked: leave inbox rows that another session has locked (in a
+ * batch).  Needs an SPI connection; raises on failure.
  */
 static void
-execute(SacJob **jobs, int n)
+execute(SacJob **jobs, int n, bool skip_locked)
 {
 	SacJob	  **upserts = palloc(sizeof(SacJob *) * n);
 	int			nupserts = 0;
@@ -609,9 +605,9 @@ execute(SacJob **jobs, int n)
 		SacJob	   *job = jobs[i];
 
 		if (job->action == SAC_ACT_RETRY || job->action == SAC_ACT_DEAD)
-			execute_defer(job);
+			execute_defer(job, skip_locked);
 		else if (job->action == SAC_ACT_DELETE)
-			delete_job(job);
+			delete_job(job, skip_locked);
 		else
 		{
 			const char *why = NULL;
@@ -620,7 +616,7 @@ execute(SacJob **jobs, int n)
 			if (job->doc == NULL)
 			{
 				sac_apply_defer(job, psprintf("%s%s", why, job->rid), -1, true);
-				execute_defer(job);
+				execute_defer(job, skip_locked);
 			}
 			else
 				upserts[nupserts++] = job;
@@ -628,7 +624,7 @@ execute(SacJob **jobs, int n)
 	}
 	if (nupserts == 0)
 		return;
-	finish_jobs(upserts, nupserts, 200);
+	finish_jobs(upserts, nupserts, 200, skip_locked);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_TICKET);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_MESSAGE);
 }
@@ -652,7 +648,7 @@ execute_one_unit(void *arg)
 
 	if (sac_in_worker)
 		sac_set_local("lock_timeout", ALONE_LOCK_TIMEOUT);
-	execute(&job, 1);
+	execute(&job, 1, false);
 }
 
 static void
@@ -663,7 +659,8 @@ execute_all_unit(void *arg)
 
 	for (int i = 0; i < list->njobs; i++)
 		jobs[i] = &list->jobs[i];
-	execute(jobs, list->njobs);
+	/* rows a receipt has locked are left for afterwards (see DONE_SET) */
+	execute(jobs, list->njobs, true);
 }
 
 static void
@@ -678,14 +675,16 @@ reset_outcome(SacJob *job)
 
 /*
  * Apply one job in a unit of its own; if that fails, retry it with the
- * failure as its error, so that it is never left claimed.
+ * failure as its error, so that it is never left claimed.  Should even that
+ * fail (a receipt keeps the row locked past the lock timeout), the row
+ * stays ours: the next claim of this process takes it back once it is
+ * free (see claim_sql in pipeline.c).
  */
 static void
 apply_alone(SacJob *job)
 {
-	char	   *error = NULL;
+	SacUnitError error;
 
-	skip_locked = false;
 	reset_outcome(job);
 	if (sac_run_unit(execute_one_unit, job, &error))
 		return;
@@ -693,29 +692,32 @@ apply_alone(SacJob *job)
 	if (job->parsing)
 		sac_apply_defer(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s",
 									  job->rid), -1, true);
-	else if (ERRCODE_TO_CATEGORY(sac_unit_sqlerrcode) == ERRCODE_DATA_EXCEPTION)
+	else if (ERRCODE_TO_CATEGORY(error.sqlerrcode) == ERRCODE_DATA_EXCEPTION)
 	{
 		/* such messages quote the document: say only what kind of error */
 		sac_apply_defer(job, psprintf("could not apply %s: the API document has a value that cannot be stored (SQLSTATE %s)%s",
-									  job->resource, unpack_sql_state(sac_unit_sqlerrcode),
+									  job->resource, unpack_sql_state(error.sqlerrcode),
 									  job->rid), -1, true);
 	}
 	else
-		sac_apply_defer(job, psprintf("could not apply %s: %s", job->resource, error), -1, true);
+		sac_apply_defer(job, psprintf("could not apply %s: %s (SQLSTATE %s)", job->resource,
+									  error.message, unpack_sql_state(error.sqlerrcode)),
+						-1, true);
 	reset_outcome(job);
 	if (!sac_run_unit(execute_one_unit, job, &error))
-		ereport(sac_in_worker ? WARNING : ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not update inbox row " INT64_FORMAT ": %s", job->id, error)));
+		sac_report_unit_error(sac_in_worker ? WARNING : ERROR, &error,
+							  psprintf("while finishing inbox row " INT64_FORMAT, job->id));
 }
 
 /*
  * Apply the outcomes of a batch of claimed jobs (see the file header).
+ * Returns how many of their rows finished (done or dead).
  */
-void
+int
 sac_apply_jobs(SacJob *jobs, int njobs)
 {
 	bool		together = false;
+	int			finished = 0;
 
 	for (int i = 0; i < njobs; i++)
 	{
@@ -727,9 +729,7 @@ sac_apply_jobs(SacJob *jobs, int njobs)
 	{
 		JobList		list = {jobs, njobs};
 
-		skip_locked = true;
 		together = sac_run_unit(execute_all_unit, &list, NULL);
-		skip_locked = false;
 	}
 	for (int i = 0; i < njobs; i++)
 	{
@@ -746,9 +746,10 @@ sac_apply_jobs(SacJob *jobs, int njobs)
 		SacJob	   *job = &jobs[i];
 
 		if (job->finished)
-			sac_finished_count++;
+			finished++;
 		if (sac_shared && job->changed)
 			pg_atomic_fetch_add_u64(job->action == SAC_ACT_UPSERT ? &sac_shared->applied
 									: &sac_shared->deleted, 1);
 	}
+	return finished;
 }

@@ -8,7 +8,9 @@
  * connections to the API are kept alive and reused from batch to batch.
  * Only http and https are allowed, redirects are never followed, every
  * transfer has a connect and a total timeout, and a response body larger
- * than sac_webhook.max_response_size is cut off and reported.
+ * than sac_webhook.max_response_size is cut off and reported.  Bodies are
+ * JSON to be read into jsonb, which cannot hold the character U+0000: each
+ * \u0000 escape is handed over as \ufffd, the replacement character.
  *
  * Callers must not hold a transaction open in the background worker while
  * this runs; process() has no choice, as it runs inside its caller's.
@@ -193,7 +195,7 @@ make_handle(SacHttpRequest *req, struct curl_slist **headers)
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) sac_request_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) sac_max_response_bytes);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "sac_webhook/0.1.0");
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "sac_webhook/" SAC_EXTENSION_VERSION);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
@@ -227,6 +229,25 @@ typedef struct Running
 } Running;
 
 /*
+ * Rewrite each \u0000 escape of a JSON text as \ufffd, in place.  Every
+ * backslash of valid JSON starts an escape inside a string, so pairs are
+ * skipped as a whole and an escaped backslash followed by "u0000" is left
+ * alone.
+ */
+static void
+replace_nul_escapes(char *json, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++)
+	{
+		if (json[i] != '\\')
+			continue;
+		if (json[i + 1] == 'u' && i + 5 < len && memcmp(json + i + 2, "0000", 4) == 0)
+			memcpy(json + i + 2, "fffd", 4);
+		i++;
+	}
+}
+
+/*
  * Hand a finished transfer's result to its request and release the handle.
  */
 static void
@@ -249,6 +270,7 @@ finish(Running *run, CURLcode code)
 		memcpy(req->body, req->buf, req->buf_len);
 	req->body[req->buf_len] = '\0';
 	req->body_len = req->buf_len;
+	replace_nul_escapes(req->body, req->body_len);
 	free(req->buf);
 	req->buf = NULL;
 

@@ -56,7 +56,15 @@ static SPIPlanPtr next_due_plan = NULL;
  * page and writes no index entries.  A resource has at most one waiting row
  * (inbox_waiting_resource), so one lease per row is one fetch in flight per
  * resource.  The fetch that follows covers the notifications taken in so
- * far, so refetch is cleared.
+ * far, so refetch is cleared.  Rows of a tenant whose token refresh failed
+ * wait for the tenant (token_retry_at), not each for itself.  A row this
+ * process still holds between two batches is one it could not give back
+ * (a receipt kept it locked): it is taken again as soon as it is free.
+ *
+ * The search_path is pinned to pg_catalog wherever these statements run
+ * (the worker's session, process()), and functions are named with their
+ * schema all the same (but for the SQL constructs that look like functions:
+ * multi-argument unnest in FROM, coalesce, greatest, least).
  *
  * The rows are picked in a sub-select run once (the ARRAY()) and updated
  * through the primary key, and the statement is planned afresh each time
@@ -65,38 +73,42 @@ static SPIPlanPtr next_due_plan = NULL;
  */
 static const char *const claim_sql =
 "UPDATE sac_webhook.inbox i"
-"   SET lease_until = now() + make_interval(secs => $2), lease_owner = $3,"
-"       attempts = i.attempts + 1, last_attempt_at = now(), refetch = false"
+"   SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2), lease_owner = $3,"
+"       attempts = i.attempts + 1, last_attempt_at = pg_catalog.now(), refetch = false"
 "  FROM sac_webhook.tenants t"
 " WHERE i.id = ANY (ARRAY("
 "        SELECT w.id FROM sac_webhook.inbox w"
-"         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= now()"
-"           AND (w.lease_owner IS NULL OR w.lease_until < now()"
+"         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= pg_catalog.now()"
+"           AND (w.lease_owner IS NULL OR w.lease_owner = $3 OR w.lease_until < pg_catalog.now()"
 "                OR ($5 AND w.lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a"
 "                                                  WHERE a.pid IS NOT NULL)))"
 "           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
-"                        WHERE e.tenant_id = w.tenant_id AND e.enabled)"
+"                        WHERE e.tenant_id = w.tenant_id AND e.enabled"
+"                          AND (e.token_retry_at IS NULL OR e.token_retry_at <= pg_catalog.now()))"
 "         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED))"
 "   AND t.tenant_id = i.tenant_id"
 " RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id,"
 "           i.message_id, i.attempts, t.api_base_url, t.access_token,"
-"           (t.access_token IS NULL OR coalesce(t.token_expires_at < now() + make_interval(secs => $4), false))";
+"           (t.access_token IS NULL OR"
+"            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false))";
 
 static const char *const prune_sql =
 "DELETE FROM sac_webhook.inbox"
 " WHERE id IN (SELECT id FROM sac_webhook.inbox"
-"               WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)"
+"               WHERE state = 'done'"
+"                 AND finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
 "               LIMIT 10000)";
 
 /*
  * Milliseconds until the next waiting row of an enabled tenant is due (a
- * held row: until its lease runs out)
+ * held row: until its lease runs out; a tenant backing off: until it may
+ * refresh again)
  */
 static const char *const next_due_sql =
-"SELECT (extract(epoch FROM min(greatest(w.next_attempt_at, w.lease_until)) - now()) * 1000)::bigint"
-"  FROM sac_webhook.inbox w"
-" WHERE w.state IN ('pending', 'retrying')"
-"   AND EXISTS (SELECT 1 FROM sac_webhook.tenants e WHERE e.tenant_id = w.tenant_id AND e.enabled)";
+"SELECT (pg_catalog.date_part('epoch', pg_catalog.min(greatest("
+"            w.next_attempt_at, w.lease_until, e.token_retry_at)) - pg_catalog.now()) * 1000)::bigint"
+"  FROM sac_webhook.inbox w JOIN sac_webhook.tenants e ON e.tenant_id = w.tenant_id AND e.enabled"
+" WHERE w.state IN ('pending', 'retrying')";
 
 /*
  * Prepare a statement once per process and keep it, planned as
@@ -138,14 +150,14 @@ sac_set_local(const char *name, const char *value)
 }
 
 /*
- * Run fn in a unit of work (see the file header).  Returns false, with the
- * error message in *error, when fn failed; the unit is then rolled back.
- * Only the message is kept: details can quote fetched documents, which must
- * never reach logs or tables other than the data tables.  Query cancel and
- * shutdown requests are re-thrown.
+ * Run fn in a unit of work (see the file header).  Returns false when fn
+ * failed, with its SQLSTATE and message in *error (when not NULL); the unit
+ * is then rolled back.  Only the primary message is kept: details can quote
+ * fetched documents, which must never reach logs or tables other than the
+ * data tables.  Query cancel and shutdown requests are re-thrown.
  */
 bool
-sac_run_unit(SacUnitFn fn, void *arg, char **error)
+sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -194,9 +206,11 @@ sac_run_unit(SacUnitFn fn, void *arg, char **error)
 			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
 			edata->elevel > ERROR)
 			ReThrowError(edata);
-		sac_unit_sqlerrcode = edata->sqlerrcode;
 		if (error)
-			*error = pstrdup(edata->message ? edata->message : "unknown error");
+		{
+			error->sqlerrcode = edata->sqlerrcode;
+			error->message = pstrdup(edata->message ? edata->message : "unknown error");
+		}
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -204,6 +218,19 @@ sac_run_unit(SacUnitFn fn, void *arg, char **error)
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
 	return ok;
+}
+
+/*
+ * Report a failed unit of work at elevel, keeping its SQLSTATE, with what
+ * was being done as the context.
+ */
+void
+sac_report_unit_error(int elevel, const SacUnitError *error, const char *context)
+{
+	ereport(elevel,
+			(errcode(error->sqlerrcode),
+			 errmsg_internal("%s", error->message),
+			 errcontext("%s", context)));
 }
 
 /* State of one batch */
@@ -407,18 +434,21 @@ fetch_jobs(SacJob **jobs, int n)
 /*
  * Run one batch: claim up to limit rows, fetch and apply them.  With
  * housekeeping, also take back rows whose owner is gone (rows whose lease
- * ran out are taken back by any claim), and prune finished rows.  Returns the number of rows claimed (-1 if
- * the claim failed, in the worker); when none was, *next_due_ms tells how
- * long until the next row is due (-1: none waiting).
+ * ran out are taken back by any claim), and prune finished rows.  *result
+ * says how many rows were claimed (-1 if the claim failed, in the worker)
+ * and finished, and, when none was claimed, how long until the next row is
+ * due.
  */
-int
-sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
+void
+sac_run_batch(int limit, bool housekeeping, SacBatchResult *result)
 {
 	Batch		b;
-	char	   *error = NULL;
+	SacUnitError error;
 	SacJob	  **todo;
 	int			ntodo = 0;
 
+	memset(result, 0, sizeof(*result));
+	result->next_due_ms = -1;
 	memset(&b, 0, sizeof(b));
 	b.limit = limit;
 	b.cxt = CurrentMemoryContext;
@@ -432,15 +462,15 @@ sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
 
 	if (!sac_run_unit(claim_unit, &b, &error))
 	{
-		ereport(sac_in_worker ? WARNING : ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not claim inbox rows: %s", error)));
-		return -1;
+		sac_report_unit_error(sac_in_worker ? WARNING : ERROR, &error,
+							  "while claiming inbox rows");
+		result->claimed = -1;
+		return;
 	}
-	if (next_due_ms)
-		*next_due_ms = b.next_due_ms;
+	result->next_due_ms = b.next_due_ms;
+	result->claimed = b.njobs;
 	if (b.njobs == 0)
-		return 0;
+		return;
 
 	/* tokens that are missing or about to expire */
 	for (int i = 0; i < b.ntenants; i++)
@@ -484,24 +514,66 @@ sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
 	for (int i = 0; i < b.njobs; i++)
 	{
 		SacJob	   *job = &b.jobs[i];
+		SacTenant  *t = job->tenant;
 
-		if (job->fetch && job->tenant->unavailable)
+		if (job->fetch && t->unavailable)
 		{
 			/*
-			 * Nothing was tried: the attempt is given back, and the row
-			 * waits as long as the tenant's credentials keep failing.
+			 * Nothing was tried: the attempt is given back.  A tenant whose
+			 * refresh failed holds its rows back itself (token_retry_at);
+			 * otherwise the row waits a little, or as long as the tenant's
+			 * credentials keep failing.
 			 */
-			if (job->tenant->busy)
-				sac_apply_defer(job, NULL, 1000, false);
+			if (t->busy)
+				sac_apply_defer(job, t->error, 1000, false);
+			else if (t->backing_off)
+				sac_apply_defer(job, t->error, 0, false);
 			else
-				sac_apply_defer(job, job->tenant->error,
-								sac_backoff_ms(Max(job->tenant->failures, 1)), false);
+				sac_apply_defer(job, t->error, sac_backoff_ms(Max(t->failures, 1)), false);
 		}
 		else if (job->req.interrupted)
 			sac_apply_defer(job, NULL, 0, false);
 	}
-	sac_apply_jobs(b.jobs, b.njobs);
-	return b.njobs;
+	result->finished = sac_apply_jobs(b.jobs, b.njobs);
+}
+
+/*
+ * The version of the extension installed in this database, or NULL when it
+ * is not installed.  Needs an SPI connection; the result lives in its
+ * memory.
+ */
+char *
+sac_installed_version(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute("SELECT e.extversion FROM pg_catalog.pg_extension e"
+					" WHERE e.extname OPERATOR(pg_catalog.=) 'sac_webhook'",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "catalog look-up failed");
+	if (SPI_processed != 1)
+		return NULL;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* Refuse to run against an installed version other than ours */
+static void
+check_version(void)
+{
+	char	   *version;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	version = sac_installed_version();
+	if (version == NULL || strcmp(version, SAC_EXTENSION_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"sac_webhook\" version %s is installed, but its library is version %s",
+						version ? version : "(none)", SAC_EXTENSION_VERSION),
+				 errhint("Run ALTER EXTENSION sac_webhook UPDATE.")));
+	SPI_finish();
 }
 
 /*
@@ -510,13 +582,18 @@ sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms)
  * Runs the pipeline in this session until max_events rows were claimed or
  * none is due; returns how many rows it finished (done or dead).  The work
  * belongs to the caller's transaction, tokens rotated on the way included:
- * call it on its own, not in a transaction that may roll back.
+ * call it on its own, not in a transaction that may roll back.  Whatever
+ * the caller's search_path, the pipeline's statements resolve names in
+ * pg_catalog only (they name the extension's own objects with their
+ * schema), since the caller may be a superuser.
  */
 Datum
 sac_webhook_process(PG_FUNCTION_ARGS)
 {
 	int32		max_events = PG_GETARG_INT32(0);
 	int			claimed = 0;
+	int			finished = 0;
+	int			save_nestlevel;
 	MemoryContext batch_cxt;
 	MemoryContext old;
 	bool		first = true;
@@ -527,23 +604,29 @@ sac_webhook_process(PG_FUNCTION_ARGS)
 				 errmsg("max_events must not be negative")));
 
 	sac_in_worker = false;
-	sac_finished_count = 0;
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", SAC_SAFE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	check_version();
+
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "sac_webhook process batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	while (claimed < max_events)
 	{
-		int			n;
+		SacBatchResult r;
 
 		old = MemoryContextSwitchTo(batch_cxt);
-		n = sac_run_batch(Min(sac_batch_size, max_events - claimed), first, NULL);
+		sac_run_batch(Min(sac_batch_size, max_events - claimed), first, &r);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch_cxt);
 		first = false;
-		if (n == 0)
+		finished += r.finished;
+		if (r.claimed <= 0)
 			break;
-		claimed += n;
+		claimed += r.claimed;
 		CHECK_FOR_INTERRUPTS();
 	}
 	MemoryContextDelete(batch_cxt);
-	PG_RETURN_INT32(sac_finished_count);
+	AtEOXact_GUC(true, save_nestlevel);
+	PG_RETURN_INT32(finished);
 }

@@ -25,6 +25,8 @@ typedef struct SacTenant
 	bool		refreshed;		/* refreshed during this batch */
 	bool		unavailable;	/* refresh failed or is running elsewhere */
 	bool		busy;			/* another session is refreshing it */
+	bool		backing_off;	/* a refresh failed: the tenant's rows wait
+								 * for its token_retry_at */
 	char	   *error;			/* why it is unavailable */
 	int			failures;		/* refreshes failed in a row */
 } SacTenant;
@@ -76,12 +78,29 @@ typedef struct SacJob
  */
 typedef void (*SacUnitFn) (void *arg);
 
+/* Why a unit of work failed: its SQLSTATE and primary message */
+typedef struct SacUnitError
+{
+	int			sqlerrcode;
+	char	   *message;
+} SacUnitError;
+
+/* What one batch did */
+typedef struct SacBatchResult
+{
+	int			claimed;		/* rows claimed; -1: the claim failed */
+	int			finished;		/* rows done or dead */
+	int64		next_due_ms;	/* nothing claimed: until the next row is due
+								 * (-1: none waiting) */
+} SacBatchResult;
+
 extern bool sac_in_worker;
-extern int	sac_unit_sqlerrcode;
 extern volatile sig_atomic_t sac_stop_requested;
-extern int	sac_finished_count;
-extern int	sac_run_batch(int limit, bool housekeeping, int64 *next_due_ms);
-extern bool sac_run_unit(SacUnitFn fn, void *arg, char **error);
+extern void sac_run_batch(int limit, bool housekeeping, SacBatchResult *result);
+extern bool sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error);
+extern char *sac_installed_version(void);
+extern void sac_report_unit_error(int elevel, const SacUnitError *error,
+								  const char *context);
 extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 extern void sac_set_local(const char *name, const char *value);
 
@@ -90,7 +109,7 @@ extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
 
 /* apply.c */
 extern void sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt);
-extern void sac_apply_jobs(SacJob *jobs, int njobs);
+extern int	sac_apply_jobs(SacJob *jobs, int njobs);
 extern int64 sac_backoff_ms(int attempts);
 
 #endif							/* SAC_PIPELINE_H */

@@ -95,7 +95,39 @@ sac_shmem_startup(void)
 }
 
 /*
- * Reject an API or token URL that is not http(s).
+ * Is url an http(s) URL of the shape the tenants table accepts for
+ * api_base_url (its CHECK constraint spells the same rule): a scheme, a
+ * host (and port) with no user information, and an optional path, with no
+ * query, fragment, white space or control character.
+ */
+static bool
+valid_http_url(const char *url)
+{
+	const char *p;
+	const char *host;
+
+	if (pg_strncasecmp(url, "https://", 8) == 0)
+		p = url + 8;
+	else if (pg_strncasecmp(url, "http://", 7) == 0)
+		p = url + 7;
+	else
+		return false;
+	host = p;
+	for (; *p != '\0' && *p != '/'; p++)
+		if (strchr("?#@", *p) != NULL || isspace((unsigned char) *p) ||
+			(unsigned char) *p < 0x20 || *p == 0x7f)
+			return false;
+	if (p == host)
+		return false;
+	for (; *p != '\0'; p++)
+		if (strchr("?#", *p) != NULL || isspace((unsigned char) *p) ||
+			(unsigned char) *p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/*
+ * GUC check hook: an API or token URL must be a plain http(s) URL.
  */
 static bool
 check_http_url(char **newval, void **extra, GucSource source)
@@ -104,10 +136,10 @@ check_http_url(char **newval, void **extra, GucSource source)
 	(void) source;
 	if (*newval == NULL)
 		return true;
-	if (pg_strncasecmp(*newval, "https://", 8) != 0 &&
-		pg_strncasecmp(*newval, "http://", 7) != 0)
+	if (!valid_http_url(*newval))
 	{
-		GUC_check_errdetail("The URL must start with \"https://\" or \"http://\".");
+		GUC_check_errdetail("The URL must start with \"https://\" or \"http://\" and name a host, "
+							"with no user name, query, fragment or white space.");
 		return false;
 	}
 	return true;

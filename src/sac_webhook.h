@@ -55,6 +55,15 @@ typedef struct SacNotification
 	char		resource[SAC_RESOURCE_MAXLEN];	/* canonical, lower case */
 } SacNotification;
 
+/* The extension version (SQL objects) this library works with */
+#define SAC_EXTENSION_VERSION "0.1.1"
+
+/*
+ * The search_path of every session that runs the pipeline: the worker runs
+ * as a superuser, so nothing a database owner creates may be resolved.
+ */
+#define SAC_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
 #define SAC_MAX_WORKERS 8
 
 /*

@@ -96,20 +96,39 @@ sac_register_worker(void)
 	}
 }
 
-/*
- * Unit: is the extension installed in this database?  Asked at start, and
- * again whenever a claim fails (the extension may have been dropped).
- */
-static bool extension_present;
+/* Whether the extension is installed in the worker's database, and usable */
+typedef enum ExtensionState
+{
+	EXT_UNKNOWN,				/* not looked for yet, or a claim failed */
+	EXT_MISSING,
+	EXT_OTHER_VERSION,			/* ALTER EXTENSION ... UPDATE is due */
+	EXT_READY
+} ExtensionState;
 
+typedef struct ExtensionCheck
+{
+	ExtensionState state;
+	char		version[NAMEDATALEN];	/* the installed one */
+} ExtensionCheck;
+
+/*
+ * Unit: is the extension installed in this database, at our version?  Asked
+ * at start, and again whenever a claim fails (the extension may have been
+ * dropped or updated) or it was not ready.
+ */
 static void
 check_extension_unit(void *arg)
 {
-	(void) arg;
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'sac_webhook'",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "catalog look-up failed");
-	extension_present = SPI_processed == 1;
+	ExtensionCheck *check = (ExtensionCheck *) arg;
+	char	   *version = sac_installed_version();
+
+	if (version == NULL)
+		check->state = EXT_MISSING;
+	else
+	{
+		strlcpy(check->version, version, sizeof(check->version));
+		check->state = strcmp(version, SAC_EXTENSION_VERSION) == 0 ? EXT_READY : EXT_OTHER_VERSION;
+	}
 }
 
 /*
@@ -120,7 +139,8 @@ sac_webhook_worker_main(Datum main_arg)
 {
 	MemoryContext batch_cxt;
 	TimestampTz last_housekeeping = 0;
-	bool		warned_missing = false;
+	ExtensionCheck ext = {EXT_UNKNOWN, ""};
+	ExtensionState reported = EXT_READY;
 
 	worker_slot = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -129,6 +149,14 @@ sac_webhook_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(sac_database, NULL, 0);
 	sac_in_worker = true;
+
+	/*
+	 * The worker is a superuser in a database that someone else may own:
+	 * whatever search_path the database or its owner set, its statements
+	 * resolve names in pg_catalog only (they name the extension's objects
+	 * with their schema).
+	 */
+	SetConfigOption("search_path", SAC_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The worker's transactions redo what the inbox already holds: a crash
@@ -165,8 +193,7 @@ sac_webhook_worker_main(Datum main_arg)
 	while (!sac_stop_requested)
 	{
 		long		sleep_ms = sac_poll_interval_ms;
-		int64		next_due_ms = -1;
-		int			claimed = 0;
+		SacBatchResult batch = {0, 0, -1};
 		MemoryContext old;
 
 		CHECK_FOR_INTERRUPTS();
@@ -178,29 +205,35 @@ sac_webhook_worker_main(Datum main_arg)
 
 		old = MemoryContextSwitchTo(batch_cxt);
 		pgstat_report_activity(STATE_RUNNING, "sac_webhook batch");
-		if (!extension_present)
-			sac_run_unit(check_extension_unit, NULL, NULL);
-		if (extension_present)
+		if (ext.state != EXT_READY)
+			sac_run_unit(check_extension_unit, &ext, NULL);
+		if (ext.state == EXT_READY)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 			bool		housekeeping = TimestampDifferenceExceeds(last_housekeeping, now,
 																  HOUSEKEEPING_INTERVAL_MS);
 
-			warned_missing = false;
+			reported = EXT_READY;
 			if (housekeeping)
 				last_housekeeping = now;
-			claimed = sac_run_batch(sac_batch_size, housekeeping, &next_due_ms);
+			sac_run_batch(sac_batch_size, housekeeping, &batch);
 			/* dropped or broken: look for the extension again after a pause */
-			if (claimed < 0)
-				extension_present = false;
+			if (batch.claimed < 0)
+				ext.state = EXT_UNKNOWN;
 		}
-		else if (!warned_missing)
+		else if (ext.state != reported)
 		{
-			ereport(LOG,
-					(errmsg("sac_webhook worker waits for the extension in database \"%s\"",
-							sac_database),
-					 errhint("Run CREATE EXTENSION sac_webhook in that database.")));
-			warned_missing = true;
+			if (ext.state == EXT_MISSING)
+				ereport(LOG,
+						(errmsg("sac_webhook worker waits for the extension in database \"%s\"",
+								sac_database),
+						 errhint("Run CREATE EXTENSION sac_webhook in that database.")));
+			else if (ext.state == EXT_OTHER_VERSION)
+				ereport(LOG,
+						(errmsg("sac_webhook worker waits for extension \"sac_webhook\" version %s in database \"%s\", which has version %s",
+								SAC_EXTENSION_VERSION, sac_database, ext.version),
+						 errhint("Run ALTER EXTENSION sac_webhook UPDATE in that database.")));
+			reported = ext.state;
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 		/* table statistics feed autovacuum: the inbox churns */
@@ -208,10 +241,10 @@ sac_webhook_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch_cxt);
 
-		if (claimed > 0 || sac_stop_requested)
+		if (batch.claimed > 0 || sac_stop_requested)
 			continue;
-		if (next_due_ms >= 0)
-			sleep_ms = Min(sleep_ms, Max(next_due_ms, 10));
+		if (batch.next_due_ms >= 0)
+			sleep_ms = Min(sleep_ms, Max(batch.next_due_ms, 10));
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -4,59 +4,24 @@
 # follow SIGHUP, ride out an API outage and stop promptly on SIGTERM.
 use strict;
 use warnings;
-use Cwd qw(abs_path);
-use File::Basename qw(dirname);
 use Time::HiRes qw(time usleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $top = abs_path(dirname(__FILE__) . '/..');
-my $mock_bin = $ENV{SAC_WEBHOOK_MOCK_API} // "$top/test/mock_api/sac_webhook_mock_api";
+use FindBin;
+use lib $FindBin::Bin;
+use SacMock;
+
 my $tenant = '3b5cf468-c858-404b-9e53-630e3df9d74a';
 
 # --- the mock API ---------------------------------------------------------
-my $mock_port = PostgreSQL::Test::Cluster::get_free_port();
-my $mock_pid;
-my $mock_url = "http://127.0.0.1:$mock_port";
-
-sub start_mock
-{
-	my $log = "$PostgreSQL::Test::Utils::tmp_check/mock_api.log";
-	$mock_pid = fork();
-	die "fork: $!" unless defined $mock_pid;
-	if ($mock_pid == 0)
-	{
-		open(STDOUT, '>>', $log);
-		open(STDERR, '>>', $log);
-		exec($mock_bin, '--listen', "127.0.0.1:$mock_port", '--auto', '--quiet',
-			'--access-token', 'tok-1', '--refresh-token', 'rt-1',
-			'--client', 'demo-client:demo-secret')
-		  or die "exec $mock_bin: $!";
-	}
-	for (1 .. 100)
-	{
-		return if system("curl -sf -o /dev/null $mock_url/_mock/health") == 0;
-		usleep(100_000);
-	}
-	die "mock API did not start";
-}
-
-sub stop_mock
-{
-	return unless $mock_pid;
-	kill 'TERM', $mock_pid;
-	waitpid($mock_pid, 0);
-	$mock_pid = undef;
-}
-
-sub mock
-{
-	my ($method, $path, $body) = @_;
-	my @cmd = ('curl', '-sf', '-o', '/dev/null', '-X', $method);
-	push @cmd, ('-H', 'Content-Type: application/json', '--data-binary', $body) if defined $body;
-	system(@cmd, "$mock_url$path") == 0 or die "mock $method $path failed";
-}
+my $api = SacMock->new(args => ['--access-token', 'tok-1', '--refresh-token', 'rt-1',
+	'--client', 'demo-client:demo-secret']);
+my $mock_url = $api->url;
+sub start_mock { $api->start }
+sub stop_mock { $api->stop }
+sub mock { $api->call(@_) }
 
 END { stop_mock(); }
 
@@ -85,8 +50,9 @@ CREATE EXTENSION sac_webhook;
 INSERT INTO sac_webhook.tenants (tenant_id, client_id, client_secret, access_token, refresh_token, token_expires_at)
 VALUES ('$tenant', 'demo-client', 'demo-secret', 'tok-1', 'rt-1', now() + interval '1 hour');
 CREATE TABLE apply_log (id uuid, at timestamptz DEFAULT clock_timestamp());
+-- the worker runs with search_path = pg_catalog: triggers name their tables
 CREATE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS \$\$
-BEGIN INSERT INTO apply_log (id) VALUES (NEW.id); RETURN NEW; END \$\$;
+BEGIN INSERT INTO public.apply_log (id) VALUES (NEW.id); RETURN NEW; END \$\$;
 CREATE TRIGGER log_apply AFTER INSERT OR UPDATE ON sac_webhook.tickets
   FOR EACH ROW EXECUTE FUNCTION log_apply();
 });
@@ -222,6 +188,35 @@ is(`curl -sf '$mock_url/_mock/count?path=/v0/tickets/$id602'`, '2', 'and fetched
 is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '$id602'"), '1',
 	'its ticket stored');
 
+# 3e. A receipt that keeps a row locked past the worker's lock timeout (2 s):
+# the worker cannot finish that row and leaves it, still leased to itself,
+# and takes it back as soon as the receipt commits, not when the lease runs
+# out (minutes)
+my ($id604, $id605) = (uuid_of(604), uuid_of(605));
+mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/$id604", "delay_ms": 1500}});
+receive_tickets('CREATION', $id604, $id605);
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM sac_webhook.inbox WHERE resource IN ('/v0/tickets/$id604', '/v0/tickets/$id605') AND lease_owner IS NOT NULL"),
+	'both in flight');
+my $held_offset = -s $node->logfile;
+$bg = $node->background_psql('postgres');
+$bg->query_safe('BEGIN');
+$bg->query_safe("SELECT sac_webhook.receive('" . ticket_note('UPDATE', $id604) . "')");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM sac_webhook.tickets WHERE id = '$id605'"),
+	'the rest of the batch is applied');
+ok($node->poll_query_until('postgres',
+	"SELECT pg_read_file('" . $node->logfile . "', $held_offset, 100000) ~ 'lock timeout'"),
+	'the worker gives up waiting for the held row');
+$bg->query_safe('COMMIT');
+$bg->quit;
+$t0 = time();
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM sac_webhook.inbox WHERE resource = '/v0/tickets/$id604' AND state <> 'done'"),
+	'the held row is finished after the receipt commits');
+cmp_ok(time() - $t0, '<', 20, 'taken back at once, not when its lease runs out');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '$id604'"), '1',
+	'its ticket stored');
+
 # 4. The API goes away; the server restarts with rows waiting; the API comes back
 stop_mock();
 receive_tickets('UPDATE', map { uuid_of($_) } 201 .. 205);
@@ -262,9 +257,10 @@ ok($node->poll_query_until('postgres',
 	"SELECT lease_owner IS NOT NULL FROM sac_webhook.inbox WHERE resource LIKE '%${\uuid_of(401)}'"),
 	'slow fetch in flight');
 $t0 = time();
+my $stop_offset = -s $node->logfile;
 $node->stop('fast');
 cmp_ok(time() - $t0, '<', 3, 'shutdown does not wait for the slow fetch');
-like(slurp_file($node->logfile), qr/sac_webhook worker 0 stopping/, 'worker stopped cleanly');
+like(slurp_file($node->logfile, $stop_offset), qr/sac_webhook worker 0 stopping/, 'worker stopped cleanly');
 $node->start;
 wait_drained('the interrupted row is finished after the restart');
 is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '${\uuid_of(401)}'"),

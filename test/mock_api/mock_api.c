@@ -648,11 +648,14 @@ static unsigned long long pathcount_get(const char *lp, size_t n)
 
 enum { MODE_NONE = 0, MODE_RESET, MODE_BADJSON, MODE_OVERSIZE };
 
+#define FAULT_BODY_MAX 1024
+
 struct action {
     int  status;            /* 0: none */
     long delay_ms;
     int  mode;
     char retry_after[65];   /* "" : none */
+    char body[FAULT_BODY_MAX];  /* token faults: the answer's body; "" : none */
 };
 
 struct fault {
@@ -1151,6 +1154,9 @@ static enum MHD_Result reply_fault_status(const struct call *k, const struct act
 {
     char buf[80];
     const char *h[] = { "Retry-After", a->retry_after, NULL };
+    if (a->body[0])
+        return reply(k, (unsigned) a->status, CT_JSON, a->body, strlen(a->body),
+                     MHD_RESPMEM_MUST_COPY, a->retry_after[0] ? h : NULL);
     int n = snprintf(buf, sizeof buf, "{\"error\":\"injected_fault\",\"status\":%d}", a->status);
     return reply(k, (unsigned) a->status, CT_JSON, buf, (size_t) n, MHD_RESPMEM_MUST_COPY,
                  a->retry_after[0] ? h : NULL);
@@ -1518,8 +1524,16 @@ static enum MHD_Result token_endpoint(const struct call *k, struct req *r)
 {
     struct action a;
     A_INC(&g_stats.token);
-    if (fq_take(&g_tfaults, NULL, &a))
-        return reply_fault_status(k, &a);
+    if (fq_take(&g_tfaults, NULL, &a)) {
+        /* a delay alone delays the usual answer; a body or status replaces it */
+        if (a.delay_ms > 0) {
+            struct timespec ts = { a.delay_ms / 1000, (a.delay_ms % 1000) * 1000000L };
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                ;
+        }
+        if (a.status)
+            return reply_fault_status(k, &a);
+    }
 
     const char *ct = MHD_lookup_connection_value(k->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     static const char form[] = "application/x-www-form-urlencoded";
@@ -1596,12 +1610,14 @@ static int retry_after_from(const struct jkv *v, char out[65])
 
 /*
  * POST /_mock/faults or /_mock/token_faults: validate the JSON body and
- * queue the fault.  Token faults accept only status, count, retry_after.
+ * queue the fault.  Token faults accept status, count, retry_after,
+ * delay_ms (the usual answer, late) and body (the answer's body, HTTP 200
+ * unless status says otherwise).
  */
 static enum MHD_Result ctl_faults(const struct call *k, struct req *r, int token)
 {
     static const char *const api_keys[] = { "path", "count", "status", "retry_after", "delay_ms", "mode", NULL };
-    static const char *const tok_keys[] = { "count", "status", "retry_after", NULL };
+    static const char *const tok_keys[] = { "count", "status", "retry_after", "delay_ms", "body", NULL };
     const char *const *allowed = token ? tok_keys : api_keys;
     struct jobj o;
     const char *err;
@@ -1667,8 +1683,17 @@ static enum MHD_Result ctl_faults(const struct call *k, struct req *r, int token
         if (!bad && f->a.status)
             bad = "status and mode are exclusive";
     }
-    if (!bad && token && !f->a.status)
-        bad = "status is required";
+    if (!bad && token && (v = jget(&o, "body"))) {
+        if (v->type != JT_STR || strlen(v->s) >= FAULT_BODY_MAX)
+            bad = "body must be a string shorter than 1024 bytes";
+        else {
+            strcpy(f->a.body, v->s);
+            if (!f->a.status)
+                f->a.status = 200;
+        }
+    }
+    if (!bad && token && !f->a.status && !f->a.delay_ms)
+        bad = "status, body or delay_ms is required";
     if (!bad && !f->a.status && !f->a.mode && !jget(&o, "delay_ms"))
         bad = "one of status, delay_ms, mode is required";
     jobj_free(&o);

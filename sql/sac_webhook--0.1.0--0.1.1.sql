@@ -1,0 +1,76 @@
+/* sac_webhook--0.1.0--0.1.1.sql: per-tenant token back-off, API timestamps */
+
+\echo Use "ALTER EXTENSION sac_webhook UPDATE TO '0.1.1'" to load this file. \quit
+
+--
+-- A tenant whose token refresh failed backs off as a whole: its rows are
+-- not claimed before token_retry_at, which doubles with each failure in a
+-- row (sac_webhook.retry_base_delay up to sac_webhook.retry_max_delay).
+--
+ALTER TABLE @extschema@.tenants ADD COLUMN token_retry_at timestamptz;
+COMMENT ON COLUMN @extschema@.tenants.token_retry_at IS
+	'after a failed token refresh: the tenant''s rows wait until then; NULL: no back-off';
+
+-- New credentials, or enabling the tenant, end its back-off at once.
+CREATE FUNCTION @extschema@.tenants_credentials_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF ((NEW.client_id, NEW.client_secret, NEW.refresh_token)
+			IS DISTINCT FROM (OLD.client_id, OLD.client_secret, OLD.refresh_token)
+		OR (NEW.enabled AND NOT OLD.enabled))
+	   AND NEW.token_retry_at IS NOT DISTINCT FROM OLD.token_retry_at
+	THEN
+		NEW.token_retry_at := NULL;
+	END IF;
+	RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.tenants_credentials_changed() FROM PUBLIC;
+CREATE TRIGGER tenants_credentials_changed BEFORE UPDATE ON @extschema@.tenants
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.tenants_credentials_changed();
+
+--
+-- A document timestamp: without a zone it is UTC, and so is a date alone.
+-- A zone is an offset or Z after a time of day; a date's own "-01" is not
+-- one.
+--
+CREATE OR REPLACE FUNCTION @extschema@.api_timestamp(value text)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+	SELECT CASE
+		WHEN value ~ '\d:\d\d(:\d\d(\.\d*)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$' THEN value::timestamptz
+		ELSE value::timestamp AT TIME ZONE 'UTC'
+	END
+$$;
+
+--
+-- Rows of tenants in back-off count as waiting for their tenant.
+--
+CREATE OR REPLACE VIEW @extschema@.stats AS
+SELECT q.*, c.*, e.last_error, e.last_error_at
+FROM (SELECT
+		count(*) FILTER (WHERE i.state = 'pending' AND i.lease_owner IS NULL) AS pending,
+		count(*) FILTER (WHERE i.state = 'retrying' AND i.lease_owner IS NULL) AS retrying,
+		count(*) FILTER (WHERE i.state IN ('pending', 'retrying') AND i.lease_owner IS NOT NULL)
+			AS processing,
+		count(*) FILTER (WHERE i.state = 'done') AS done,
+		count(*) FILTER (WHERE i.state = 'dead') AS dead,
+		count(*) FILTER (WHERE i.state IN ('pending', 'retrying')
+						 AND NOT EXISTS (SELECT 1 FROM @extschema@.tenants t
+										  WHERE t.tenant_id = i.tenant_id AND t.enabled
+											AND (t.token_retry_at IS NULL OR t.token_retry_at <= now())))
+			AS waiting_for_tenant,
+		now() - min(i.received_at) FILTER (WHERE i.state IN ('pending', 'retrying'))
+			AS oldest_pending_age,
+		coalesce(sum(i.notifications), 0) AS notifications
+	  FROM @extschema@.inbox i) q
+CROSS JOIN @extschema@.worker_counters() c
+LEFT JOIN LATERAL (
+	SELECT l.last_error, l.last_attempt_at AS last_error_at
+	  FROM @extschema@.inbox l
+	 WHERE l.last_error IS NOT NULL AND l.last_attempt_at IS NOT NULL
+	 ORDER BY l.last_attempt_at DESC LIMIT 1) e ON true;
