@@ -205,7 +205,7 @@ $bg->query_safe("SELECT sac_webhook.receive('" . ticket_note('UPDATE', $id604) .
 ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM sac_webhook.tickets WHERE id = '$id605'"),
 	'the rest of the batch is applied');
 ok($node->poll_query_until('postgres',
-	"SELECT pg_read_file('" . $node->logfile . "', $held_offset, 100000) ~ 'lock timeout'"),
+	"SELECT pg_read_file('" . $node->logfile . "', $held_offset, 100000) ~ 'due to lock time[o]ut'"),
 	'the worker gives up waiting for the held row');
 $bg->query_safe('COMMIT');
 $bg->quit;
