@@ -2,10 +2,14 @@
 # Copyright (c) sac_webhook authors
 
 # Tests for sac_webhook_receiver, the HTTP program in front of
-# sac_webhook.receive(): routing and secrets, body limits, answers only
-# after commit, grouping under concurrency, database outages and
-# reconnection, slow clients, HMAC signatures, graceful shutdown and the
-# access log's discretion.
+# sac_webhook.receive(): routing and secrets (compared as sent, before any
+# percent-decoding), body limits, answers only after commit, grouping under
+# concurrency, database outages and reconnection, slow clients (a whole
+# request bounded by --timeout, slow clients evicted when connections run
+# short), HMAC signatures, graceful shutdown, the access log's discretion,
+# payloads past the database's limits (400, not 503), and bursts for a few
+# resources (no deadlocks between grouped transactions; a deadlock victim
+# is retried).
 #
 # The binary is taken from $SAC_WEBHOOK_RECEIVER or else found on PATH
 # (PGXS installcheck puts the PostgreSQL bindir there).  When the real
@@ -48,16 +52,9 @@ $node->append_conf('postgresql.conf', "shared_preload_libraries = 'sac_webhook'"
   if $real_extension;
 $node->start;
 
-if ($real_extension)
-{
-	$node->safe_psql('postgres', 'CREATE EXTENSION sac_webhook;');
-}
-else
-{
-	note 'sac_webhook is not installed: using a stand-in receive()';
-	$node->safe_psql(
-		'postgres', q{
-CREATE ROLE sac_webhook_receiver NOLOGIN;
+# The stand-in: the same outward behaviour as receive(), on PostgreSQL's
+# own jsonb input.
+my $standin_sql = q{
 CREATE SCHEMA sac_webhook;
 CREATE TABLE sac_webhook.inbox (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
 CREATE FUNCTION sac_webhook.receive(p text) RETURNS bigint
@@ -82,7 +79,17 @@ $$;
 REVOKE ALL ON FUNCTION sac_webhook.receive(text) FROM PUBLIC;
 GRANT USAGE ON SCHEMA sac_webhook TO sac_webhook_receiver;
 GRANT EXECUTE ON FUNCTION sac_webhook.receive(text) TO sac_webhook_receiver;
-});
+};
+
+if ($real_extension)
+{
+	$node->safe_psql('postgres', 'CREATE EXTENSION sac_webhook;');
+}
+else
+{
+	note 'sac_webhook is not installed: using a stand-in receive()';
+	$node->safe_psql('postgres', 'CREATE ROLE sac_webhook_receiver NOLOGIN;');
+	$node->safe_psql('postgres', $standin_sql);
 }
 $node->safe_psql('postgres', 'CREATE ROLE rcv LOGIN IN ROLE sac_webhook_receiver;');
 my $inbox = 'sac_webhook.inbox';
@@ -160,16 +167,22 @@ sub metric
 	return $r->{body} =~ /^\Q$name\E (\S+)$/m ? $1 : undef;
 }
 
-# Start a receiver on a free port; returns a hash describing it.
+# Start a receiver on a free port; returns a hash describing it.  Options
+# go to the receiver, except a leading "dbname => NAME" (default postgres).
 sub start_receiver
 {
 	my ($name, @args) = @_;
+	my $dbname = 'postgres';
+	if (@args && $args[0] eq 'dbname')
+	{
+		(undef, $dbname, @args) = @args;
+	}
 	my $port = PostgreSQL::Test::Cluster::get_free_port();
 	my $log = "$PostgreSQL::Test::Utils::log_path/receiver_$name.log";
 	my @cmd = (
 		$receiver_bin,
 		'--listen' => "127.0.0.1:$port",
-		'--db' => $node->connstr('postgres') . ' user=rcv',
+		'--db' => $node->connstr($dbname) . ' user=rcv',
 		'--secret' => $secret,
 		@args);
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>>', $log, '2>&1');
@@ -194,18 +207,26 @@ sub stop_receiver
 	return $rcv->{h}->full_result(0);
 }
 
-# A psql session that holds an exclusive lock on the inbox until released,
-# so that receive() calls wait and requests stay in flight.
-sub lock_inbox
+# A psql session that runs "sql" in a transaction it keeps open, holding
+# whatever locks that took until told to commit.
+sub lock_session
 {
+	my ($sql) = @_;
 	my %s = (in => '', out => '', err => '');
 	$s{h} = IPC::Run::start(
 		[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'), '-f', '-' ],
 		'<', \$s{in}, '>', \$s{out}, '2>', \$s{err});
-	$s{in} .= "BEGIN; LOCK TABLE $inbox; SELECT 'locked';\n";
+	$s{in} .= "BEGIN; $sql SELECT 'locked';\n";
 	pump_until($s{h}, IPC::Run::timer(30), \$s{out}, qr/locked/)
-	  or die "could not lock the inbox: $s{err}";
+	  or die "could not take the locks: $s{err}";
 	return \%s;
+}
+
+# An exclusive lock on the inbox, so that receive() calls wait and requests
+# stay in flight.
+sub lock_inbox
+{
+	return lock_session("LOCK TABLE $inbox;");
 }
 
 sub unlock_inbox
@@ -221,12 +242,13 @@ my $body_seq = 0;
 
 sub start_post
 {
-	my ($url, $body) = @_;
+	my ($url, $body, %o) = @_;
 	my $file = "$PostgreSQL::Test::Utils::tmp_check/body_" . ++$body_seq . '.json';
 	append_to_file($file, $body);
 	my %c = (out => '');
 	$c{h} = IPC::Run::start(
-		[   'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '30',
+		[   'curl', '-s', '-o', '/dev/null', '-w', $o{write_out} // '%{http_code}',
+			'--max-time', $o{max_time} // 30,
 			'--data-binary', "\@$file", '-H', 'Content-Type: application/json', $url ],
 		'<', '/dev/null', '>', \$c{out});
 	return \%c;
@@ -242,6 +264,21 @@ sub wait_in_flight
 		my $v = metric($rcv->{base}, 'sac_webhook_receiver_requests_in_flight');
 		# the /metrics request itself is in flight too
 		return 1 if defined $v && $v - 1 >= $n;
+		sleep 0.05;
+	}
+	return 0;
+}
+
+# Wait until the receiver reports at least $n requests waiting for a
+# database connection.
+sub wait_queued
+{
+	my ($rcv, $n) = @_;
+	my $deadline = time + 15;
+	while (time < $deadline)
+	{
+		my $v = metric($rcv->{base}, 'sac_webhook_receiver_queue_length');
+		return 1 if defined $v && $v >= $n;
 		sleep 0.05;
 	}
 	return 0;
@@ -336,6 +373,27 @@ is(inbox_count(), $stored, 'nothing stored for invalid payloads');
 	my $r401b = http($base, path => '/webhooks', body => $p);
 	is($r401b->{code}, 401, 'missing secret header: 401');
 	is($r401b->{body}, $r401->{body}, 'missing and wrong header secret answer alike');
+
+	# the secret is compared with the path as sent, before any decoding
+	my $first = sprintf('%%%02X', ord($secret));
+	foreach my $case (
+		[ 'encoded slash before the secret', "/webhooks%2f$secret" ],
+		[ 'encoded upper-case slash before the secret', "/webhooks%2F$secret" ],
+		[ 'encoded NUL and junk after the secret', "/webhooks/$secret%00junk" ],
+		[ 'encoded first character of the secret', '/webhooks/' . $first . substr($secret, 1) ],
+		[ 'encoded last character of the secret',
+			'/webhooks/' . substr($secret, 0, -1) . sprintf('%%%02x', ord(substr($secret, -1))) ],
+		[ 'secret followed by an encoded slash', "/webhooks/$secret%2F" ],
+		[ 'doubled slash before the secret', "/webhooks//$secret" ])
+	{
+		my ($what, $path) = @$case;
+		my $r = http($base, path => $path, body => $p);
+		is($r->{code}, 404, "$what: 404");
+		is($r->{body}, $r404->{body}, "$what: answered like a wrong secret");
+	}
+	is(http($base, path => "$hook?source=magalu", body => ticket_payload())->{code},
+		200, 'a query string after the right path is ignored');
+	$stored++;
 
 	my $r405 = http($base, method => 'GET', path => $hook);
 	is($r405->{code}, 405, 'GET on the webhook URL: 405');
@@ -521,6 +579,227 @@ is(inbox_count(), $stored, 'nothing stored for invalid payloads');
 	is(http($hbase, path => $hook, body => ticket_payload())->{code}, 401, 'HMAC: unsigned request rejected');
 	is(inbox_count(), $stored, 'only correctly signed requests stored');
 	is(stop_receiver($hrcv), 0, 'HMAC receiver exited with status 0');
+}
+
+# ------------------------------------------------------------------
+# Payloads the database cannot take: 4xx, never a 503 to retry for ever
+# ------------------------------------------------------------------
+my $lrcv = start_receiver('limits', '--timeout' => 4, '--max-connections' => 24, '--http-threads' => 2);
+my $lbase = $lrcv->{base};
+my ($lport) = $lbase =~ /:(\d+)$/;
+{
+	# valid, with a 20,000-deep array under a key receive() does not know
+	my $deep = ticket_payload();
+	$deep =~ s/\}$/,"x":${\ ('[' x 20000)}${\ (']' x 20000)}}/;
+	my $r = http($lbase, path => $hook, body => $deep);
+	like($r->{code}, qr/^4\d\d$/, "20,000-deep array in an unknown key: 4xx (got $r->{code})");
+	like($r->{body}, qr/^\{"error":"invalid payload"/, 'deep array: the answer says the payload is invalid');
+	is(inbox_count(), $stored, 'deep array: nothing stored');
+
+	# Whatever receive() makes of it: where the database itself gives up on
+	# the nesting (54001, stack depth limit exceeded; made certain here with
+	# a small max_stack_depth), the answer is still 400.
+	$node->safe_psql('postgres', 'CREATE DATABASE limits;');
+	$node->safe_psql('limits', $standin_sql);
+	$node->safe_psql('limits', q{ALTER DATABASE limits SET max_stack_depth = '200kB';});
+	my $drcv = start_receiver('deep', dbname => 'limits');
+	$r = http($drcv->{base}, path => $hook, body => $deep);
+	is($r->{code}, 400, 'stack depth exceeded in the database: 400, not 503');
+	like($r->{body}, qr/^\{"error":"invalid payload","message":"stack depth limit exceeded"/,
+		'stack depth exceeded: the answer gives the database\'s message');
+	is(http($drcv->{base}, path => $hook, body => ticket_payload())->{code}, 200,
+		'the same receiver stores a valid payload');
+	is(stop_receiver($drcv), 0, 'deep receiver exited with status 0');
+	like(slurp_file($drcv->{log}), qr{POST /webhooks/\*\*\* 400 .*sqlstate=54001}, 'the log shows SQLSTATE 54001');
+}
+
+# ------------------------------------------------------------------
+# Slow clients: --timeout bounds a whole request, however it trickles in
+# ------------------------------------------------------------------
+
+# A client that sends the headers of a POST one line per second and never
+# finishes them.
+sub drip_open
+{
+	my ($port) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+	  or return undef;
+	syswrite($sock, "POST $hook HTTP/1.1\r\nHost: x\r\n");
+	return { sock => $sock, lines => 0, next => time + 1 };
+}
+
+# Send the next header line if one is due; returns false once the receiver
+# has closed the connection.
+sub drip_step
+{
+	my ($d) = @_;
+	my $sel = IO::Select->new($d->{sock});
+	if ($sel->can_read(0))
+	{
+		my $n = sysread($d->{sock}, my $buf, 4096);
+		return 0 if !$n;
+	}
+	if (time >= $d->{next})
+	{
+		return 0 if !defined syswrite($d->{sock}, 'X-Drip-' . ++$d->{lines} . ": y\r\n");
+		$d->{next} += 1;
+	}
+	return 1;
+}
+
+{
+	local $SIG{PIPE} = 'IGNORE';
+
+	# one client: cut off at --timeout, although it is never idle for long
+	my $d = drip_open($lport);
+	my $t0 = time;
+	my $open = 1;
+	while ($open && time - $t0 < 10)
+	{
+		$open = drip_step($d);
+		sleep 0.05;
+	}
+	my $elapsed = time - $t0;
+	ok(!$open, 'a client sending one header line per second is cut off');
+	cmp_ok($elapsed, '>', 3.5, sprintf('not before --timeout 4 (%.1f s)', $elapsed));
+	cmp_ok($elapsed, '<', 5.5, sprintf('soon after --timeout 4 (%.1f s)', $elapsed));
+	close $d->{sock};
+
+	# 40 such clients, reconnecting when cut off, against --max-connections 24:
+	# a legitimate POST is still answered promptly
+	my @drips = grep { defined } map { drip_open($lport) } 1 .. 40;
+	my $opened = scalar @drips;
+	my $legit;
+	$t0 = time;
+	while (time - $t0 < 20)
+	{
+		foreach my $i (0 .. $#drips)
+		{
+			next if drip_step($drips[$i]);
+			close $drips[$i]{sock};
+			$drips[$i] = $opened++ < 400 ? drip_open($lport) : undef;
+		}
+		@drips = grep { defined } @drips;
+		if (!$legit && time - $t0 >= 1.5)
+		{
+			$legit = start_post($lbase . $hook, ticket_payload(),
+				write_out => '%{http_code} %{time_total}', max_time => 15);
+		}
+		if ($legit)
+		{
+			$legit->{h}->pump_nb if $legit->{h}->pumpable;
+			last if !$legit->{h}->pumpable;
+		}
+		sleep 0.05;
+	}
+	$legit->{h}->finish;
+	close $_->{sock} foreach @drips;
+	my ($code, $took) = split ' ', $legit->{out};
+	is($code, '200', 'POST answered 200 while 40 slow clients keep connecting');
+	cmp_ok($took // 99, '<', 3, sprintf('and promptly (%.2f s, --timeout 4)', $took // 99));
+	$stored++;
+	is(inbox_count(), $stored, 'the POST was stored, no slow one');
+	my $log = slurp_file($lrcv->{log});
+	like($log, qr{ /webhooks/\*\*\* - [\d.]+ms .*note=slow-request aborted=timeout}, 'a slow client cut off is logged as a timeout');
+	like($log, qr{ /webhooks/\*\*\* - [\d.]+ms .*note=evicted aborted=timeout}, 'so are slow clients evicted for others');
+}
+is(stop_receiver($lrcv), 0, 'limits receiver exited with status 0');
+
+# ------------------------------------------------------------------
+# Bursts for a few resources: grouped transactions never deadlock, and a
+# transaction chosen as a deadlock victim is retried, not answered 503
+# ------------------------------------------------------------------
+SKIP:
+{
+	skip 'the stand-in receive() takes no row locks', 10 if !$real_extension;
+
+	my @hot = map { sprintf('00000000-0000-4000-8000-0000000000%02d', $_) } 0 .. 9;
+	my @hot_files;
+	foreach my $i (0 .. $#hot)
+	{
+		my $file = "$PostgreSQL::Test::Utils::tmp_check/hot_$i.json";
+		append_to_file($file, ticket_payload($hot[$i]));
+		push @hot_files, $file;
+	}
+	my $brcv = start_receiver('burst', '--db-connections' => 8, '--quiet');
+	my $log_offset = -s $node->logfile;
+
+	# 16 senders, 300 POSTs each over one keep-alive connection, resources
+	# in random order
+	my @senders;
+	foreach my $s (1 .. 16)
+	{
+		my $cfg = "$PostgreSQL::Test::Utils::tmp_check/burst_$s.curlrc";
+		my $text = '';
+		foreach my $i (1 .. 300)
+		{
+			$text .= "next\n" if $i > 1;
+			$text .= qq(url = "$brcv->{base}$hook"\n)
+			  . qq(data-binary = "\@$hot_files[int(rand(@hot_files))]"\n)
+			  . qq(header = "Content-Type: application/json"\n)
+			  . qq(output = "/dev/null"\nwrite-out = "%{http_code}\\n"\nmax-time = 20\n);
+		}
+		append_to_file($cfg, $text);
+		my %c = (out => '');
+		$c{h} = IPC::Run::start([ 'curl', '-s', '-K', $cfg ], '<', '/dev/null', '>', \$c{out},
+			IPC::Run::timeout(180));
+		push @senders, \%c;
+	}
+	$_->{h}->finish foreach @senders;
+	my %codes;
+	$codes{$_}++ foreach map { split /\n/, $_->{out} } @senders;
+	my $summary = join ', ', map { "$_: $codes{$_}" } sort keys %codes;
+	is($codes{200} // 0, 4800, "4,800 POSTs for 10 resources from 16 senders all answered 200 ($summary)");
+	ok(!$node->log_contains(qr/deadlock detected/, $log_offset), 'the server detected no deadlock');
+	my $hot_list = join ', ', map { "'/v0/tickets/$_'" } @hot;
+	is($node->safe_psql('postgres', "SELECT sum(notifications) FROM $inbox WHERE resource IN ($hot_list)"),
+		4800, 'every notification was counted in');
+	is(stop_receiver($brcv), 0, 'burst receiver exited with status 0');
+
+	# A deadlock with another session: the receiver's transaction waits
+	# first, so it is the victim; it must roll back, retry and answer 200.
+	my $crcv = start_receiver('conflict', '--db-connections' => 1, '--query-timeout' => 15000);
+	my @res = map { sprintf('00000000-0000-4000-8000-0000000000c%d', $_) } 0 .. 2;
+	$node->safe_psql('postgres', join('', map { "SELECT sac_webhook.receive('" . ticket_payload($_) . "');" } @res));
+	my $lock_row = sub {
+		return "SELECT 1 FROM $inbox WHERE resource = '/v0/tickets/$_[0]' "
+		  . "AND state IN ('pending', 'retrying') FOR UPDATE;";
+	};
+	my $receiver_waits =
+	  "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'sac_webhook_receiver' "
+	  . "AND wait_event_type = 'Lock'";
+	my $s0 = lock_session($lock_row->($res[0]));
+	my $s2 = lock_session($lock_row->($res[2]));
+	$log_offset = -s $node->logfile;
+
+	# one request waits for the first row; two more queue behind it and
+	# are then stored together, the second row before the third
+	my $c0 = start_post($crcv->{base} . $hook, ticket_payload($res[0]));
+	ok($node->poll_query_until('postgres', $receiver_waits), 'the receiver waits for a locked row');
+	my $c1 = start_post($crcv->{base} . $hook, ticket_payload($res[1]));
+	wait_queued($crcv, 1);
+	my $c2 = start_post($crcv->{base} . $hook, ticket_payload($res[2]));
+	ok(wait_queued($crcv, 2), 'two more requests queue behind it');
+	$s0->{in} .= "COMMIT; SELECT 'released';\n";
+	pump_until($s0->{h}, IPC::Run::timer(30), \$s0->{out}, qr/released/);
+	$c0->{h}->finish;
+	$node->poll_query_until('postgres', $receiver_waits);
+
+	# the group holds the second row and waits for the third: take the
+	# second too, and the server has a deadlock to break
+	$s2->{in} .= $lock_row->($res[1]) . "SELECT 'got it';\n";
+	pump_until($s2->{h}, IPC::Run::timer(30), \$s2->{out}, qr/got it/);
+	$s2->{in} .= "COMMIT;\n\\q\n";
+	$s2->{h}->finish;
+	$s0->{in} .= "\\q\n";
+	$s0->{h}->finish;
+	$_->{h}->finish foreach $c1, $c2;
+	is("$c0->{out} $c1->{out} $c2->{out}", '200 200 200',
+		'the deadlock victim was retried: all three answered 200');
+	ok($node->log_contains(qr/deadlock detected/, $log_offset), 'there was a deadlock to retry');
+	cmp_ok(metric($crcv->{base}, 'sac_webhook_receiver_db_conflict_retries_total') // 0,
+		'>=', 1, 'the retry is counted');
+	is(stop_receiver($crcv), 0, 'conflict receiver exited with status 0');
 }
 
 # ------------------------------------------------------------------

@@ -23,11 +23,24 @@
  * then send "ROLLBACK TO SAVEPOINT r; RELEASE SAVEPOINT r", the receipts
  * after k and COMMIT again, so one bad payload costs one extra round trip
  * and never fails its neighbours.  Only after COMMIT succeeded is anyone
- * answered: 200 with the inbox id, or 400 for a rejected payload (SQLSTATE
- * class 22); any other per-payload error (say a statement_timeout) is a
- * 503 for that receipt alone.  If COMMIT fails, the connection breaks or
- * the group passes its deadline, every receipt of the group is answered
- * 503.
+ * answered: 200 with the inbox id, or 400 for a payload that can never be
+ * stored (see payload_error()); any other per-payload error (say a
+ * statement_timeout) is a 503 for that receipt alone.  If COMMIT fails,
+ * the connection breaks or the group passes its deadline, every receipt of
+ * the group is answered 503.
+ *
+ * Lock order.  receive() locks the waiting row of its (tenant_id,
+ * resource), or waits for the transaction inserting it, until COMMIT.  Two
+ * groups holding some of the same rows and taking them in different orders
+ * would deadlock, so each group is first sorted by that key (orderkey.c,
+ * arrival order among equals, so the latest notification of a resource
+ * still comes last): every group then locks in the same global order and
+ * no cycle can form between them.  A deadlock with some other session, or
+ * a serialization failure (SQLSTATE 40P01, 40001), rolls the whole group
+ * back, which releases its locks so that the other side can finish, and
+ * the group is run again after a short random pause, up to
+ * MAX_CONFLICT_RETRIES times within the group's deadline.  On the last try
+ * such a failure is a 503 for that receipt only, as above.
  *
  * Each stored receipt costs a subtransaction; PostgreSQL caches 64 per
  * backend before snapshots everywhere must consult pg_subtrans, hence the
@@ -78,13 +91,17 @@
 #define RECEIVE_STMT		"sac_webhook_receive"
 #define MAX_ERROR_TEXT		1024
 #define TEXTOID				25
+#define MAX_CONFLICT_RETRIES 5		/* runs of a group after a deadlock */
+#define CONFLICT_PAUSE_MS	10		/* times the retry number, at most */
 
 typedef enum GroupResult
 {
 	GROUP_OK,
 	GROUP_CONN_LOST,			/* the connection broke */
 	GROUP_TIMEOUT,				/* --query-timeout passed */
-	GROUP_ERROR					/* unexpected failure; connection unusable */
+	GROUP_ERROR,				/* unexpected failure; connection unusable */
+	GROUP_RETRY					/* deadlock or serialization failure: rolled
+								 * back, the connection is fine */
 } GroupResult;
 
 typedef struct DbConn
@@ -95,6 +112,7 @@ typedef struct DbConn
 	bool		ever_connected;
 	int			failures;		/* consecutive failed connection attempts */
 	unsigned int seed;			/* for backoff jitter */
+	char		conflict[6];	/* SQLSTATE of the last GROUP_RETRY */
 } DbConn;
 
 static struct
@@ -271,6 +289,22 @@ error_ends_session(PGconn *conn, const PGresult *res)
 		(sqlstate != NULL && strncmp(sqlstate, "08", 2) == 0);
 }
 
+/*
+ * Is this a deadlock or serialization failure, which running the whole
+ * transaction again can cure?  Records the SQLSTATE for the log.
+ */
+static bool
+is_conflict(DbConn *c, const PGresult *res)
+{
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	if (sqlstate == NULL ||
+		(strcmp(sqlstate, "40P01") != 0 && strcmp(sqlstate, "40001") != 0))
+		return false;
+	snprintf(c->conflict, sizeof(c->conflict), "%s", sqlstate);
+	return true;
+}
+
 /* Send everything libpq has buffered, reading input meanwhile. */
 static GroupResult
 flush_bounded(PGconn *conn, double deadline)
@@ -368,6 +402,8 @@ expect_command(DbConn *c, double deadline, bool aborted_ok, const char *tag)
 		gr = GROUP_OK;
 	else if (st == PGRES_FATAL_ERROR && error_ends_session(c->conn, res))
 		gr = GROUP_CONN_LOST;
+	else if (st == PGRES_FATAL_ERROR && is_conflict(c, res))
+		gr = GROUP_RETRY;		/* e.g. COMMIT under SERIALIZABLE */
 	else
 	{
 		char		msg[512];
@@ -394,7 +430,24 @@ send_statement(PGconn *conn, const char *sql)
  * ----------------------------------------------------------------
  */
 
-/* Record receive()'s rejection of a payload: 400 for class 22, else 503. */
+/*
+ * Is receive()'s error about the payload itself, so that sending the same
+ * payload again can never succeed?  Then the answer is 400, because a 503
+ * would have the sender retry it for ever.  That covers data exceptions
+ * (class 22, which receive() uses for every rejection) and program limits
+ * (class 54: 54001, stack depth limit exceeded, for a document nested too
+ * deeply for the server; 54000 for one too big to handle).  Everything
+ * else -- the server shutting down, timeouts, missing privileges, lock
+ * conflicts, resources running short -- may pass and is answered 503.
+ */
+static bool
+payload_error(const char *sqlstate)
+{
+	return sqlstate != NULL &&
+		(strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "54", 2) == 0);
+}
+
+/* Record receive()'s rejection of a payload: 400 or 503, see above. */
 static void
 record_rejection(DbConn *c, Receipt *r, const PGresult *res)
 {
@@ -402,7 +455,7 @@ record_rejection(DbConn *c, Receipt *r, const PGresult *res)
 	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
 
-	if (sqlstate != NULL && strncmp(sqlstate, "22", 2) == 0)
+	if (payload_error(sqlstate))
 	{
 		r->http_status = 400;
 		snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate);
@@ -443,12 +496,83 @@ record_id(Receipt *r, const PGresult *res)
 }
 
 /*
- * Store a group in one transaction, as described at the top of this file.
- * On GROUP_OK every receipt has http_status set (200 or 400, or 503 for an
- * unexpected per-payload error); otherwise the caller answers all 503.
+ * Read and discard results up to and including the next Sync, after an
+ * error made the server skip the rest of the pipeline.
  */
 static GroupResult
-run_group(DbConn *c, Receipt **items, int n, double deadline)
+discard_to_sync(PGconn *conn, double deadline)
+{
+	bool		after_null = false;
+
+	for (;;)
+	{
+		GroupResult gr;
+		PGresult   *res;
+		ExecStatusType st;
+
+		if ((gr = wait_result(conn, deadline)) != GROUP_OK)
+			return gr;
+		res = PQgetResult(conn);
+		if (res == NULL)
+		{
+			/* two in a row: nothing is left in the pipeline */
+			if (after_null)
+				return failure_kind(conn);
+			after_null = true;
+			continue;
+		}
+		after_null = false;
+		st = PQresultStatus(res);
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			return GROUP_OK;
+	}
+}
+
+/*
+ * A deadlock or serialization failure hit the group: skip what is left of
+ * this round, roll the transaction back (releasing every lock it holds)
+ * and leave pipeline mode.  Returns GROUP_RETRY when the connection is
+ * ready to run the group again.
+ */
+static GroupResult
+roll_back_group(DbConn *c, double deadline)
+{
+	PGconn	   *conn = c->conn;
+	GroupResult gr;
+	PGresult   *res;
+
+	if ((gr = discard_to_sync(conn, deadline)) != GROUP_OK)
+		return gr;
+	/* (after a failed COMMIT there is no transaction left: just a warning) */
+	if (!send_statement(conn, "ROLLBACK") || PQpipelineSync(conn) != 1)
+		return failure_kind(conn);
+	if ((gr = flush_bounded(conn, deadline)) != GROUP_OK ||
+		(gr = expect_command(c, deadline, false, "ROLLBACK")) != GROUP_OK)
+		return gr == GROUP_RETRY ? GROUP_ERROR : gr;
+	res = next_result(conn, deadline, &gr);
+	if (res == NULL)
+		return gr;
+	if (PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+		gr = GROUP_ERROR;
+	PQclear(res);
+	if (gr != GROUP_OK)
+		return gr;
+	if (PQexitPipelineMode(conn) != 1 || PQtransactionStatus(conn) != PQTRANS_IDLE)
+		return failure_kind(conn);
+	return GROUP_RETRY;
+}
+
+/*
+ * Store a group in one transaction, as described at the top of this file.
+ * On GROUP_OK every receipt has http_status set (200 or 400, or 503 for an
+ * unexpected per-payload error); otherwise the caller answers all 503, or
+ * on GROUP_RETRY may run the group again.  With "retry_conflicts" false, a
+ * deadlock or serialization failure of one receive() is that receipt's
+ * 503 instead of a GROUP_RETRY.
+ */
+static GroupResult
+run_group(DbConn *c, Receipt **items, int n, double deadline, bool retry_conflicts)
 {
 	PGconn	   *conn = c->conn;
 	GroupResult gr;
@@ -489,13 +613,13 @@ run_group(DbConn *c, Receipt **items, int n, double deadline)
 		if (first)
 		{
 			if ((gr = expect_command(c, deadline, false, "BEGIN")) != GROUP_OK)
-				return gr;
+				goto failed;
 		}
 		else
 		{
 			if ((gr = expect_command(c, deadline, false, NULL)) != GROUP_OK ||
 				(gr = expect_command(c, deadline, false, NULL)) != GROUP_OK)
-				return gr;
+				goto failed;
 		}
 		for (int i = next; i < n; i++)
 		{
@@ -505,7 +629,7 @@ run_group(DbConn *c, Receipt **items, int n, double deadline)
 			if (items[i]->payload == NULL)
 				continue;
 			if ((gr = expect_command(c, deadline, aborted, NULL)) != GROUP_OK)
-				return gr;
+				goto failed;
 			res = next_result(conn, deadline, &gr);
 			if (res == NULL)
 				return gr;
@@ -520,6 +644,8 @@ run_group(DbConn *c, Receipt **items, int n, double deadline)
 						gr = GROUP_CONN_LOST;
 					else if (aborted)
 						gr = GROUP_ERROR;
+					else if (retry_conflicts && is_conflict(c, res))
+						gr = GROUP_RETRY;
 					else
 					{
 						record_rejection(c, items[i], res);
@@ -540,14 +666,14 @@ run_group(DbConn *c, Receipt **items, int n, double deadline)
 				if (gr == GROUP_ERROR)
 					log_msg(LOG_LEVEL_ERROR, "connection %d: unexpected answer to sac_webhook.receive()",
 							c->id);
-				return gr;
+				goto failed;
 			}
 			/* RELEASE is skipped by the server when receive() failed */
 			if ((gr = expect_command(c, deadline, failed_at >= 0, NULL)) != GROUP_OK)
-				return gr;
+				goto failed;
 		}
 		if ((gr = expect_command(c, deadline, failed_at >= 0, "COMMIT")) != GROUP_OK)
-			return gr;
+			goto failed;
 
 		/* the Sync */
 		{
@@ -576,6 +702,81 @@ run_group(DbConn *c, Receipt **items, int n, double deadline)
 		if (items[i]->payload == NULL)
 			items[i]->http_status = 200;
 	return GROUP_OK;
+
+failed:
+	/* a conflict leaves the connection usable; anything else does not */
+	return gr == GROUP_RETRY ? roll_back_group(c, deadline) : gr;
+}
+
+/*
+ * One receipt of a group with its ordering key, for sort_group().
+ */
+typedef struct OrderedReceipt
+{
+	Receipt    *receipt;
+	int			arrival;		/* position in the queue */
+	bool		has_key;
+	char		key[ORDER_KEY_SIZE];
+} OrderedReceipt;
+
+static int
+compare_receipts(const void *a, const void *b)
+{
+	const OrderedReceipt *x = a;
+	const OrderedReceipt *y = b;
+
+	if (x->has_key != y->has_key)
+		return x->has_key ? -1 : 1;		/* receipts without a key last */
+	if (x->has_key)
+	{
+		int			cmp = strcmp(x->key, y->key);
+
+		if (cmp != 0)
+			return cmp;
+	}
+	return x->arrival - y->arrival;
+}
+
+/*
+ * Put a group in lock order: by (tenant_id, resource), and among receipts
+ * of the same resource in arrival order.  See "Lock order" at the top of
+ * this file.
+ */
+static void
+sort_group(Receipt **items, int n)
+{
+	OrderedReceipt ord[MAX_GROUP_LIMIT];
+
+	for (int i = 0; i < n; i++)
+	{
+		ord[i].receipt = items[i];
+		ord[i].arrival = i;
+		ord[i].has_key = payload_order_key(items[i]->payload, ord[i].key,
+										   sizeof(ord[i].key));
+	}
+	qsort(ord, (size_t) n, sizeof(OrderedReceipt), compare_receipts);
+	for (int i = 0; i < n; i++)
+		items[i] = ord[i].receipt;
+}
+
+/*
+ * Pause before running a group again after a conflict: a random 1 to
+ * attempt * CONFLICT_PAUSE_MS milliseconds, so that the sessions that
+ * collided do not collide again in step.  Returns false, without pausing,
+ * when that would leave no time for the group before its deadline.
+ */
+static bool
+conflict_pause(DbConn *c, int attempt, double deadline)
+{
+	int			ms = 1 + (int) (rand_r(&c->seed) % (unsigned) (attempt * CONFLICT_PAUSE_MS));
+	struct timespec pause = {ms / 1000, (long) (ms % 1000) * 1000000L};
+	double		left = deadline - monotonic_now();
+
+	/* keep at least half of what is left for the group itself */
+	if (ms / 1000.0 > left / 2)
+		return false;
+	nanosleep(&pause, NULL);
+	return true;
 }
 
 /* ----------------------------------------------------------------
@@ -900,27 +1101,45 @@ process_group(DbConn *c, Receipt **items, int n)
 	 */
 	double		deadline = monotonic_now() +
 		(config.query_timeout_ms + DEADLINE_GRACE_MS) / 1000.0;
-	GroupResult gr = run_group(c, items, n, deadline);
+	GroupResult gr;
 	int			payloads = 0;
+	int			conflicts = 0;
+	bool		resent = false;
 
-	if (gr == GROUP_CONN_LOST && monotonic_now() < deadline)
+	sort_group(items, n);
+	for (;;)
 	{
-		/*
-		 * Typically the server restarted since we last used this
-		 * connection.  Try once more on a fresh one; see the file header
-		 * for why resending is safe.
-		 */
-		drop_connection(c, "connection lost during a transaction");
-		if (db_connect(c, deadline))
+		gr = run_group(c, items, n, deadline, conflicts < MAX_CONFLICT_RETRIES);
+		if (gr == GROUP_CONN_LOST && !resent && monotonic_now() < deadline)
 		{
+			/*
+			 * Typically the server restarted since we last used this
+			 * connection.  Try once more on a fresh one; see the file
+			 * header for why resending is safe.
+			 */
+			resent = true;
+			drop_connection(c, "connection lost during a transaction");
+			if (!db_connect(c, deadline))
+				break;
 			mark_healthy(c);
-			gr = run_group(c, items, n, deadline);
+			continue;
 		}
+		if (gr != GROUP_RETRY || conflicts >= MAX_CONFLICT_RETRIES)
+			break;
+		conflicts++;
+		metrics_count_conflict_retry();
+		if (!conflict_pause(c, conflicts, deadline))
+			break;
 	}
 
 	switch (gr)
 	{
 		case GROUP_OK:
+			break;
+		case GROUP_RETRY:
+			log_msg(LOG_LEVEL_WARNING,
+					"connection %d: a group of %d failed with SQLSTATE %s %d time%s; answering 503",
+					c->id, n, c->conflict, conflicts + 1, conflicts == 0 ? "" : "s");
 			break;
 		case GROUP_CONN_LOST:
 			drop_connection(c, c->conn ? "connection lost during a transaction" : NULL);

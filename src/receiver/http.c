@@ -24,11 +24,33 @@
  * bound how long one stays suspended.
  *
  * Request life cycle (the handler's "phase"):
+ *	uri_logger()		  request line read: keep the path exactly as sent
  *	first call (headers)  route, check method/secret/Content-Length
  *	PHASE_BODY			  accumulate the body, bounded by --max-body
  *	final call			  check HMAC, suspend, submit to the pool
  *	PHASE_WAITING		  resumed by the pool: queue the answer
  *	request_completed()	  log line, metrics, free
+ *
+ * Routing and the secret use the path as the client sent it, before
+ * libmicrohttpd percent-decodes it: "/webhooks%2fSECRET" or
+ * "/webhooks/SECRET%00junk" must not pass for "/webhooks/SECRET".
+ *
+ * Slow clients.  libmicrohttpd's connection timeout only measures
+ * inactivity, so a client sending one byte now and then could keep a
+ * connection, and with enough of them every allowed connection, for ever.
+ * Each connection is therefore tracked from its start (NOTIFY_CONNECTION),
+ * and a sweeper thread closes any that has not delivered a complete
+ * request within --timeout of the connection's start or of the end of its
+ * previous answer.  Connections waiting for the database are exempt: the
+ * pool bounds those.  When fewer than a quarter of --max-connections are
+ * left, connections that have spent more than EVICT_AFTER_S on a request
+ * (or idle) are closed too, so that a crowd of slow clients cannot keep
+ * prompt ones out.  libmicrohttpd offers no way to close a connection
+ * from another thread, so the sweeper shuts the socket down; the event
+ * loop then sees the connection end and cleans up as usual.  The socket
+ * is touched only under conns.lock, and a connection leaves the list (in
+ * NOTIFY_CONNECTION's "closed" call) before libmicrohttpd closes its
+ * descriptor, so a descriptor reused by a newer connection is never hit.
  *
  * src/receiver/http.c
  *
@@ -39,6 +61,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +75,9 @@
 #define SECRET_HEADER		"X-Webhook-Secret"
 #define RETRY_AFTER_S		"5"
 #define MAX_RESPONSE		8192
+#define SWEEP_INTERVAL_MS	200		/* how often deadlines are checked */
+#define EVICT_AFTER_S		1.0		/* slowest request kept when short of
+									 * connections */
 
 typedef enum Route
 {
@@ -68,12 +94,30 @@ typedef enum Phase
 	PHASE_ANSWERED				/* a response is queued */
 } Phase;
 
+/*
+ * One TCP connection, as the sweeper sees it.  Every field is protected by
+ * conns.lock.
+ */
+typedef struct Conn
+{
+	struct Conn *prev;
+	struct Conn *next;
+	MHD_socket	fd;
+	double		since;			/* connection start or end of the last
+								 * answer: the current request's clock */
+	bool		busy;			/* handed to the pool, until answered */
+	const char *cut;			/* why the sweeper closed it, or NULL */
+} Conn;
+
 typedef struct Request
 {
 	struct MHD_Connection *connection;
+	Conn	   *conn;			/* NULL if untracked */
 	double		started;		/* monotonic seconds */
 	Route		route;
 	Phase		phase;
+	bool		in_flight;		/* counted in metrics_inflight() */
+	char	   *raw_path;		/* as sent: before '?', not decoded */
 	char		method[16];		/* for the log */
 	char		path[32];		/* for the log, secret replaced by *** */
 	char		client[64];		/* peer address, for the log */
@@ -90,6 +134,20 @@ typedef struct Request
 static struct MHD_Daemon *mhd = NULL;
 static MHD_socket listen_fd = MHD_INVALID_SOCKET;	/* ours once quiesced */
 static bool shutting_down = false;	/* read with __atomic builtins */
+
+/* the open connections and the sweeper thread that bounds them */
+static struct
+{
+	pthread_mutex_t lock;
+	pthread_cond_t wake;		/* stop the sweeper */
+	Conn	   *head;
+	int			count;
+	bool		stop;
+	bool		running;
+	pthread_t	thread;
+}			conns = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+};
 
 /* ----------------------------------------------------------------
  * Responses
@@ -198,6 +256,138 @@ answer_receipt(Request *req)
 }
 
 /* ----------------------------------------------------------------
+ * Connection deadlines
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * libmicrohttpd's connection notifications: track a connection from the
+ * moment it is accepted until just before its socket is closed.
+ */
+static void
+connection_notify(void *cls, struct MHD_Connection *connection,
+				  void **socket_context, enum MHD_ConnectionNotificationCode code)
+{
+	Conn	   *c;
+
+	(void) cls;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info;
+
+		c = xcalloc(1, sizeof(Conn));
+		info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+		c->fd = info != NULL ? info->connect_fd : MHD_INVALID_SOCKET;
+		c->since = monotonic_now();
+		pthread_mutex_lock(&conns.lock);
+		c->next = conns.head;
+		if (conns.head != NULL)
+			conns.head->prev = c;
+		conns.head = c;
+		conns.count++;
+		pthread_mutex_unlock(&conns.lock);
+		*socket_context = c;
+	}
+	else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL)
+	{
+		c = *socket_context;
+		pthread_mutex_lock(&conns.lock);
+		if (c->prev != NULL)
+			c->prev->next = c->next;
+		else
+			conns.head = c->next;
+		if (c->next != NULL)
+			c->next->prev = c->prev;
+		conns.count--;
+		pthread_mutex_unlock(&conns.lock);
+		free(c);
+		*socket_context = NULL;
+	}
+}
+
+/* The request is complete and goes to the pool: its deadline stops. */
+static void
+conn_set_busy(Conn *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&conns.lock);
+	c->busy = true;
+	pthread_mutex_unlock(&conns.lock);
+}
+
+/*
+ * A request has ended: the next one's clock starts now.  Returns why the
+ * sweeper closed the connection, or NULL.
+ */
+static const char *
+conn_request_done(Conn *c)
+{
+	const char *cut;
+
+	if (c == NULL)
+		return NULL;
+	pthread_mutex_lock(&conns.lock);
+	c->busy = false;
+	c->since = monotonic_now();
+	cut = c->cut;
+	pthread_mutex_unlock(&conns.lock);
+	return cut;
+}
+
+/*
+ * The sweeper: every SWEEP_INTERVAL_MS, shut down the sockets of
+ * connections past their deadline (see the file header).
+ */
+static void *
+sweeper_main(void *arg)
+{
+	int			crowded = config.max_connections - config.max_connections / 4;
+
+	(void) arg;
+	pthread_mutex_lock(&conns.lock);
+	while (!conns.stop)
+	{
+		struct timespec until;
+		double		now;
+		bool		evict;
+
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += SWEEP_INTERVAL_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L)
+		{
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&conns.wake, &conns.lock, &until);
+		if (conns.stop)
+			break;
+
+		now = monotonic_now();
+		evict = conns.count >= crowded;
+		for (Conn *c = conns.head; c != NULL; c = c->next)
+		{
+			double		age = now - c->since;
+
+			if (c->busy || c->cut != NULL || c->fd == MHD_INVALID_SOCKET)
+				continue;
+			if (age >= config.timeout_s)
+				c->cut = "slow-request";
+			else if (evict && age >= EVICT_AFTER_S)
+				c->cut = "evicted";
+			else
+				continue;
+			/* ENOTCONN: the peer is gone already, which is as good */
+			if (shutdown(c->fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
+				log_msg(LOG_LEVEL_WARNING, "could not shut down a slow connection: %s",
+						strerror(errno));
+		}
+	}
+	pthread_mutex_unlock(&conns.lock);
+	return NULL;
+}
+
+/* ----------------------------------------------------------------
  * Handing requests to the database pool
  * ----------------------------------------------------------------
  */
@@ -226,6 +416,7 @@ submit_receipt(Request *req, const char *payload)
 	if (!pool_available())
 		return send_unavailable(req);
 
+	conn_set_busy(req->conn);
 	MHD_suspend_connection(req->connection);
 	req->phase = PHASE_WAITING;
 	if (!pool_submit(&req->receipt))
@@ -245,16 +436,16 @@ submit_receipt(Request *req, const char *payload)
 /*
  * The path as it may appear in the log: never the secret.  Paths other
  * than ours are replaced entirely, since a sender that got the URL wrong
- * may well have put the secret somewhere else in it.
+ * may well have put the secret somewhere else in it (perhaps encoded).
  */
 static void
-loggable_path(const char *url, char *out, size_t outsize)
+loggable_path(const char *path, char *out, size_t outsize)
 {
-	if (strncmp(url, WEBHOOK_PREFIX, strlen(WEBHOOK_PREFIX)) == 0)
+	if (strncmp(path, WEBHOOK_PREFIX, strlen(WEBHOOK_PREFIX)) == 0)
 		snprintf(out, outsize, "%s***", WEBHOOK_PREFIX);
-	else if (strcmp(url, WEBHOOK_PATH) == 0 || strcmp(url, "/healthz") == 0 ||
-			 strcmp(url, "/metrics") == 0 || strcmp(url, "/") == 0)
-		snprintf(out, outsize, "%s", url);
+	else if (strcmp(path, WEBHOOK_PATH) == 0 || strcmp(path, "/healthz") == 0 ||
+			 strcmp(path, "/metrics") == 0 || strcmp(path, "/") == 0)
+		snprintf(out, outsize, "%s", path);
 	else
 		snprintf(out, outsize, "/***");
 }
@@ -288,17 +479,19 @@ client_address(struct MHD_Connection *connection, char *out, size_t outsize)
 
 /*
  * First call for a request: the headers are in.  Route it and reject what
- * can be rejected without reading the body.
+ * can be rejected without reading the body.  Routing uses the path exactly
+ * as sent (req->raw_path), so an encoded character never matches.
  */
 static enum MHD_Result
-start_request(Request *req, const char *url, const char *method)
+start_request(Request *req, const char *method)
 {
 	struct MHD_Connection *conn = req->connection;
+	const char *path = req->raw_path;
 	bool		is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
 		strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
-	if (strcmp(url, WEBHOOK_PATH) == 0 ||
-		strncmp(url, WEBHOOK_PREFIX, strlen(WEBHOOK_PREFIX)) == 0)
+	if (strcmp(path, WEBHOOK_PATH) == 0 ||
+		strncmp(path, WEBHOOK_PREFIX, strlen(WEBHOOK_PREFIX)) == 0)
 	{
 		const char *length;
 
@@ -308,9 +501,9 @@ start_request(Request *req, const char *url, const char *method)
 							 "{\"error\":\"method not allowed\"}", "POST", false);
 
 		/* the same answer whatever was wrong, so it tells nothing */
-		if (url[strlen(WEBHOOK_PATH)] == '/')
+		if (path[strlen(WEBHOOK_PATH)] == '/')
 		{
-			const char *secret = url + strlen(WEBHOOK_PREFIX);
+			const char *secret = path + strlen(WEBHOOK_PREFIX);
 
 			if (!auth_check_secret(secret, strlen(secret)))
 				return send_json(req, MHD_HTTP_NOT_FOUND, "{\"error\":\"not found\"}",
@@ -318,10 +511,14 @@ start_request(Request *req, const char *url, const char *method)
 		}
 		else
 		{
-			const char *secret = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-															 SECRET_HEADER);
+			const char *secret = NULL;
+			size_t		secret_len = 0;
 
-			if (secret == NULL || !auth_check_secret(secret, strlen(secret)))
+			/* with its length as received: a NUL in it must not cut it short */
+			if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND,
+											  SECRET_HEADER, strlen(SECRET_HEADER),
+											  &secret, &secret_len) != MHD_YES ||
+				!auth_check_secret(secret, secret_len))
 				return send_json(req, MHD_HTTP_UNAUTHORIZED, "{\"error\":\"unauthorized\"}",
 								 NULL, false);
 		}
@@ -351,7 +548,7 @@ start_request(Request *req, const char *url, const char *method)
 		return MHD_YES;
 	}
 
-	if (strcmp(url, "/healthz") == 0)
+	if (strcmp(path, "/healthz") == 0)
 	{
 		req->route = ROUTE_HEALTHZ;
 		if (!is_get)
@@ -361,7 +558,7 @@ start_request(Request *req, const char *url, const char *method)
 		return MHD_YES;
 	}
 
-	if (strcmp(url, "/metrics") == 0)
+	if (strcmp(path, "/metrics") == 0)
 	{
 		StrBuf		sb;
 		enum MHD_Result ret;
@@ -454,6 +651,35 @@ finish_request(Request *req)
 	return submit_receipt(req, req->body);
 }
 
+/*
+ * libmicrohttpd's URI log callback, called once the request line is in and
+ * before the path is decoded.  The Request starts here, so that the path
+ * can be kept exactly as sent; libmicrohttpd hands the return value to
+ * access_handler() and request_completed() as *con_cls.
+ */
+static void *
+uri_logger(void *cls, const char *uri, struct MHD_Connection *connection)
+{
+	Request    *req = xcalloc(1, sizeof(Request));
+	const union MHD_ConnectionInfo *info;
+	size_t		len = strcspn(uri, "?");
+
+	(void) cls;
+	req->connection = connection;
+	req->started = monotonic_now();
+	req->route = ROUTE_OTHER;
+	req->phase = PHASE_START;
+	req->raw_path = xmalloc(len + 1);
+	memcpy(req->raw_path, uri, len);
+	req->raw_path[len] = '\0';
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	req->conn = info != NULL ? info->socket_context : NULL;
+	snprintf(req->method, sizeof(req->method), "-");
+	loggable_path(req->raw_path, req->path, sizeof(req->path));
+	client_address(connection, req->client, sizeof(req->client));
+	return req;
+}
+
 static enum MHD_Result
 access_handler(void *cls, struct MHD_Connection *connection,
 			   const char *url, const char *method, const char *version,
@@ -462,25 +688,24 @@ access_handler(void *cls, struct MHD_Connection *connection,
 	Request    *req = *con_cls;
 
 	(void) cls;
+	(void) connection;
+	(void) url;					/* decoded: req->raw_path is used instead */
 	(void) version;
 
 	if (req == NULL)
 	{
-		req = xcalloc(1, sizeof(Request));
-		req->connection = connection;
-		req->started = monotonic_now();
-		req->route = ROUTE_OTHER;
-		req->phase = PHASE_START;
-		loggable_method(method, req->method, sizeof(req->method));
-		loggable_path(url, req->path, sizeof(req->path));
-		client_address(connection, req->client, sizeof(req->client));
-		*con_cls = req;
-		metrics_inflight_add(1);
-		return start_request(req, url, method);
+		/* uri_logger() runs for every request; this cannot happen */
+		log_msg(LOG_LEVEL_ERROR, "request without a request record");
+		return MHD_NO;
 	}
 
 	switch (req->phase)
 	{
+		case PHASE_START:
+			loggable_method(method, req->method, sizeof(req->method));
+			req->in_flight = true;
+			metrics_inflight_add(1);
+			return start_request(req, method);
 		case PHASE_BODY:
 			if (*upload_data_size > 0)
 			{
@@ -492,7 +717,6 @@ access_handler(void *cls, struct MHD_Connection *connection,
 			return finish_request(req);
 		case PHASE_WAITING:
 			return answer_receipt(req);
-		case PHASE_START:
 		case PHASE_ANSWERED:
 			break;
 	}
@@ -564,6 +788,7 @@ request_completed(void *cls, struct MHD_Connection *connection,
 {
 	Request    *req = *con_cls;
 	const char *aborted = NULL;
+	const char *cut;
 
 	(void) cls;
 	(void) connection;
@@ -571,13 +796,16 @@ request_completed(void *cls, struct MHD_Connection *connection,
 		return;
 	*con_cls = NULL;
 
+	cut = conn_request_done(req->conn);
+	if (cut != NULL && req->note == NULL)
+		req->note = cut;
 	if (req->status > 0)
 		metrics_count_request(req->status);
 	if (req->status == 0 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 	{
 		AbortReason reason;
 
-		switch (toe)
+		switch (cut != NULL ? MHD_REQUEST_TERMINATED_TIMEOUT_REACHED : toe)
 		{
 			case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
 				reason = ABORT_TIMEOUT;
@@ -598,7 +826,9 @@ request_completed(void *cls, struct MHD_Connection *connection,
 	if (!config.quiet)
 		log_request(req, aborted);
 
-	metrics_inflight_add(-1);
+	if (req->in_flight)
+		metrics_inflight_add(-1);
+	free(req->raw_path);
 	free(req->body);
 	free(req->receipt.errmsg);
 	free(req->receipt.errdetail);
@@ -658,6 +888,8 @@ http_start(void)
 	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
 	uint16_t	port;
+	pthread_condattr_t attr;
+	int			rc;
 
 	if (config.listen_addr.ss_family == AF_INET6)
 	{
@@ -667,16 +899,32 @@ http_start(void)
 	else
 		port = ntohs(((struct sockaddr_in *) &config.listen_addr)->sin_port);
 
+	if ((rc = pthread_condattr_init(&attr)) != 0 ||
+		(rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)) != 0 ||
+		(rc = pthread_cond_init(&conns.wake, &attr)) != 0)
+		fatal("could not initialize the connection sweeper: %s", strerror(rc));
+	pthread_condattr_destroy(&attr);
+
+	/*
+	 * CONNECTION_TIMEOUT closes idle connections; the sweeper bounds the
+	 * rest (see the file header).
+	 */
 	mhd = MHD_start_daemon(flags, port, NULL, NULL, access_handler, NULL,
 						   MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 						   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &config.listen_addr,
 						   MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) config.http_threads,
 						   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) config.max_connections,
 						   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) config.timeout_s,
+						   MHD_OPTION_URI_LOG_CALLBACK, uri_logger, NULL,
+						   MHD_OPTION_NOTIFY_CONNECTION, connection_notify, NULL,
 						   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 						   MHD_OPTION_END);
 	if (mhd == NULL)
 		fatal("could not listen on %s", config.listen);
+
+	if ((rc = pthread_create(&conns.thread, NULL, sweeper_main, NULL)) != 0)
+		fatal("could not start the connection sweeper: %s", strerror(rc));
+	conns.running = true;
 }
 
 /* The TCP port actually bound (differs from --listen when that said 0). */
@@ -718,10 +966,19 @@ http_quiesce(void)
 	}
 }
 
-/* Close every connection and free the daemon. */
+/* Stop the sweeper, close every connection and free the daemon. */
 void
 http_stop(void)
 {
+	if (conns.running)
+	{
+		pthread_mutex_lock(&conns.lock);
+		conns.stop = true;
+		pthread_cond_signal(&conns.wake);
+		pthread_mutex_unlock(&conns.lock);
+		pthread_join(conns.thread, NULL);
+		conns.running = false;
+	}
 	if (mhd == NULL)
 		return;
 	MHD_stop_daemon(mhd);

@@ -48,6 +48,7 @@ static struct
 	unsigned long long requests[600];	/* by HTTP status, 100..599 */
 	unsigned long long aborted[ABORT_NREASONS];
 	unsigned long long reconnects;
+	unsigned long long conflict_retries;
 	unsigned long long connect_failures;
 	long		inflight;
 	Histogram	receive;
@@ -110,6 +111,14 @@ metrics_count_reconnect(void)
 }
 
 void
+metrics_count_conflict_retry(void)
+{
+	pthread_mutex_lock(&m.lock);
+	m.conflict_retries++;
+	pthread_mutex_unlock(&m.lock);
+}
+
+void
 metrics_count_connect_failure(void)
 {
 	pthread_mutex_lock(&m.lock);
@@ -164,6 +173,7 @@ metrics_render(StrBuf *out)
 	unsigned long long requests[600];
 	unsigned long long aborted[ABORT_NREASONS];
 	unsigned long long reconnects,
+				conflict_retries,
 				connect_failures;
 	long		inflight;
 	Histogram	receive,
@@ -174,6 +184,7 @@ metrics_render(StrBuf *out)
 	memcpy(requests, m.requests, sizeof(requests));
 	memcpy(aborted, m.aborted, sizeof(aborted));
 	reconnects = m.reconnects;
+	conflict_retries = m.conflict_retries;
 	connect_failures = m.connect_failures;
 	inflight = m.inflight;
 	receive = m.receive;
@@ -213,6 +224,10 @@ metrics_render(StrBuf *out)
 	sb_appends(out, "# HELP " PREFIX "db_reconnects_total Database connections re-established after a loss.\n");
 	sb_appends(out, "# TYPE " PREFIX "db_reconnects_total counter\n");
 	sb_appendf(out, PREFIX "db_reconnects_total %llu\n", reconnects);
+
+	sb_appends(out, "# HELP " PREFIX "db_conflict_retries_total Transactions retried after a deadlock or serialization failure.\n");
+	sb_appends(out, "# TYPE " PREFIX "db_conflict_retries_total counter\n");
+	sb_appendf(out, PREFIX "db_conflict_retries_total %llu\n", conflict_retries);
 
 	sb_appends(out, "# HELP " PREFIX "db_connect_failures_total Failed attempts to connect to the database.\n");
 	sb_appends(out, "# TYPE " PREFIX "db_connect_failures_total counter\n");

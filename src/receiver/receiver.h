@@ -12,6 +12,7 @@
  *	auth.c		shared-secret check and Standard Webhooks HMAC signatures
  *	http.c		libmicrohttpd request handling, routing, responses, access log
  *	db.c		libpq connection pool, receipt queue and grouped transactions
+ *	orderkey.c	the key that orders a group's receipts (no deadlocks)
  *	metrics.c	counters and histograms exported as Prometheus text
  *	util.c		logging, memory helpers, bounded string buffers, clocks
  *
@@ -128,6 +129,14 @@ extern int	pool_healthy_connections(void);
 extern int	pool_queue_length(void);
 
 /* ----------------------------------------------------------------
+ * Lock-ordering key of a payload (orderkey.c)
+ * ----------------------------------------------------------------
+ */
+#define ORDER_KEY_SIZE		168 /* "TENANT_ID RESOURCE" and a NUL */
+
+extern bool payload_order_key(const char *payload, char *key, size_t keysize);
+
+/* ----------------------------------------------------------------
  * HTTP server (http.c)
  * ----------------------------------------------------------------
  */
@@ -155,6 +164,7 @@ extern void metrics_count_aborted(AbortReason reason);
 extern void metrics_observe_receive(double seconds);
 extern void metrics_observe_group(int size);
 extern void metrics_count_reconnect(void);
+extern void metrics_count_conflict_retry(void);
 extern void metrics_count_connect_failure(void);
 extern void metrics_inflight_add(int delta);
 extern long metrics_inflight(void);
