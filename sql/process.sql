@@ -69,10 +69,12 @@ SELECT sac_webhook.process() AS finished;
 SELECT status, closed, updated_at FROM sac_webhook.tickets;
 SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000001');
 
--- A DELETION the API does not confirm deletes nothing (a forged one cannot erase data)
+-- A DELETION the API does not confirm deletes nothing (a forged one cannot
+-- erase data); the row waits to check again later (sql/deletions.sql)
 SELECT sac_webhook.receive(pg_temp.n('DELETION', '10000000-0000-4000-8000-000000000001')) > 0 AS received;
 SELECT sac_webhook.process() AS finished;
 SELECT count(*) AS tickets FROM sac_webhook.tickets;
+SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000001');
 
 -- Moderation blocks a message: its text and attachments are not kept
 \! test/mock_ctl PUT /_mock/v0/tickets/10000000-0000-4000-8000-000000000001/messages/20000000-0000-4000-8000-000000000001 '{"id": "20000000-0000-4000-8000-000000000001", "message": "call me on +55 11 99999-0000", "attachments": [{"url": "https://x/doc.pdf"}], "ticket": {"id": "10000000-0000-4000-8000-000000000001"}, "sender": {"type": "customer"}, "moderation": {"status": "blocked", "block_rules": ["phone_number"], "updated_at": "2024-08-10T10:00:00"}, "created_at": "2024-08-09T13:30:38.609142Z"}'

@@ -74,3 +74,58 @@ LEFT JOIN LATERAL (
 	  FROM @extschema@.inbox l
 	 WHERE l.last_error IS NOT NULL AND l.last_attempt_at IS NOT NULL
 	 ORDER BY l.last_attempt_at DESC LIMIT 1) e ON true;
+
+--
+-- The inbox counts 404s (a CREATION or UPDATE is taken as gone after
+-- sac_webhook.not_found_retries more of them, whatever else came in
+-- between) and the re-checks of a DELETION the API did not confirm.
+--
+ALTER TABLE @extschema@.inbox ADD COLUMN not_found integer NOT NULL DEFAULT 0;
+ALTER TABLE @extschema@.inbox ADD COLUMN rechecks integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN @extschema@.inbox.not_found IS '404s answered for this row so far';
+COMMENT ON COLUMN @extschema@.inbox.rechecks IS 're-checks so far of a DELETION the API did not confirm';
+
+-- Re-queued rows start their 404 count and re-checks afresh.
+CREATE OR REPLACE FUNCTION @extschema@.requeue_dead(tenant uuid DEFAULT NULL, topic text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	d record;
+	n bigint := 0;
+	waiting bigint;
+BEGIN
+	IF topic IS NOT NULL AND topic NOT IN ('sac_ticket', 'sac_message') THEN
+		RAISE EXCEPTION 'unknown webhook topic'
+			USING ERRCODE = '22023',
+				  DETAIL = format('Topic %L is neither "sac_ticket" nor "sac_message".', topic);
+	END IF;
+	FOR d IN
+		SELECT i.id, i.tenant_id, i.resource, i.notifications
+		  FROM sac_webhook.inbox i
+		 WHERE i.state = 'dead'
+		   AND (requeue_dead.tenant IS NULL OR i.tenant_id = requeue_dead.tenant)
+		   AND (requeue_dead.topic IS NULL OR i.topic = requeue_dead.topic)
+		 ORDER BY i.id
+		   FOR UPDATE
+	LOOP
+		UPDATE sac_webhook.inbox w
+		   SET notifications = w.notifications + d.notifications,
+			   refetch = w.refetch OR w.lease_owner IS NOT NULL
+		 WHERE w.tenant_id = d.tenant_id AND w.resource = d.resource
+		   AND w.state IN ('pending', 'retrying')
+		RETURNING w.id INTO waiting;
+		IF waiting IS NULL THEN
+			UPDATE sac_webhook.inbox
+			   SET state = 'pending', attempts = 0, not_found = 0, rechecks = 0, next_attempt_at = now(),
+				   finished_at = NULL, lease_until = NULL, lease_owner = NULL
+			 WHERE id = d.id;
+		ELSE
+			DELETE FROM sac_webhook.inbox WHERE id = d.id;
+		END IF;
+		n := n + 1;
+	END LOOP;
+	RETURN n;
+END
+$$;

@@ -90,6 +90,8 @@ static SPIPlanPtr message_delete_plan = NULL;
 "       finished_at = CASE WHEN i.refetch THEN NULL ELSE pg_catalog.now() END," \
 "       next_attempt_at = CASE WHEN i.refetch THEN pg_catalog.now() ELSE i.next_attempt_at END," \
 "       attempts = CASE WHEN i.refetch THEN 0 ELSE i.attempts END," \
+"       not_found = CASE WHEN i.refetch THEN 0 ELSE i.not_found END," \
+"       rechecks = CASE WHEN i.refetch THEN 0 ELSE i.rechecks END," \
 "       refetch = false, lease_until = NULL, lease_owner = NULL," \
 "       last_http_status = $2, last_error = NULL"
 
@@ -117,6 +119,8 @@ DONE_SET
 "       next_attempt_at = CASE WHEN refetch THEN pg_catalog.now()" \
 "                              ELSE pg_catalog.now() + pg_catalog.make_interval(secs => $5 / 1000.0) END," \
 "       attempts = CASE WHEN refetch THEN 0 ELSE attempts - $7 END," \
+"       not_found = CASE WHEN refetch THEN 0 ELSE not_found + $8 END," \
+"       rechecks = CASE WHEN refetch THEN 0 ELSE rechecks + $9 END," \
 "       refetch = false, lease_until = NULL, lease_owner = NULL," \
 "       last_http_status = coalesce($3, last_http_status)," \
 "       last_error = coalesce($6, last_error)"
@@ -211,8 +215,9 @@ static const char *const ticket_delete_sql =
 "WITH gone AS (DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND ticket_id = $2)"
 " DELETE FROM sac_webhook.tickets WHERE tenant_id = $1 AND id = $2";
 
+/* only the message at the confirmed path: /v0/tickets/$3/messages/$2 */
 static const char *const message_delete_sql =
-"DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND id = $2";
+"DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND id = $2 AND ticket_id = $3";
 
 
 /*
@@ -269,6 +274,8 @@ void
 sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt)
 {
 	job->decided = true;
+	job->recheck = false;
+	job->was_not_found = false;
 	job->count_attempt = count_attempt;
 	job->delay_ms = delay_ms >= 0 ? delay_ms : sac_backoff_ms(job->attempts);
 	/* the text must outlive units of work: keep it with the job */
@@ -323,12 +330,37 @@ decide(SacJob *job)
 	{
 		job->action = SAC_ACT_UPSERT;
 		job->rid = rid;	/* allocated in the batch's context, like the job */
+
+		/*
+		 * A DELETION the API does not confirm (yet): the document is kept,
+		 * and checked again a few times, further apart each time, since
+		 * personal data may be removed upstream a moment later.
+		 */
+		if (job->status == SAC_CHANGE_DELETION && job->rechecks < sac_deletion_rechecks)
+		{
+			int64		delay = sac_deletion_recheck_delay_ms;
+
+			for (int i = 0; i < job->rechecks && delay < INT64CONST(86400000); i++)
+				delay *= 4;
+			job->recheck = true;
+			job->delay_ms = delay;
+			job->error = psprintf("DELETION not confirmed: the API still serves the resource; checking again (%d of %d)%s",
+								  job->rechecks + 1, sac_deletion_rechecks, rid);
+		}
 	}
 	else if (req->status == 404 || req->status == 410)
 	{
-		if (job->status != SAC_CHANGE_DELETION && job->attempts <= sac_not_found_retries)
+		/*
+		 * After a CREATION or UPDATE a 404 may be the API lagging: it takes
+		 * not_found_retries more 404s (whatever else came in between) to
+		 * take the resource as gone.
+		 */
+		if (job->status != SAC_CHANGE_DELETION && job->not_found < sac_not_found_retries)
+		{
 			sac_apply_defer(job, psprintf("HTTP %ld: not found yet, checking again%s", req->status, rid),
 							sac_not_found_delay_ms, true);
+			job->was_not_found = true;
+		}
 		else
 			job->action = SAC_ACT_DELETE;
 	}
@@ -381,11 +413,12 @@ read_document(SacJob *job, const char **why)
 static void
 execute_defer(SacJob *job, bool skip_locked)
 {
-	Oid			types[7] = {INT8OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[9] = {INT8OID, INT4OID, INT4OID, TEXTOID, INT8OID, TEXTOID, INT4OID,
+	INT4OID, INT4OID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	SPIPlanPtr	plan = inbox_plan(skip_locked, &defer_plan, defer_sql,
-								  &defer_skip_plan, defer_skip_sql, 7, types);
+								  &defer_skip_plan, defer_skip_sql, 9, types);
 	int			ret;
 
 	values[0] = Int64GetDatum(job->id);
@@ -400,6 +433,8 @@ execute_defer(SacJob *job, bool skip_locked)
 	else
 		nulls[5] = 'n';
 	values[6] = Int32GetDatum(job->count_attempt ? 0 : 1);
+	values[7] = Int32GetDatum(job->was_not_found ? 1 : 0);
+	values[8] = Int32GetDatum(job->recheck ? 1 : 0);
 	ret = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "inbox update failed: %s", SPI_result_code_string(ret));
@@ -563,8 +598,8 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 static void
 delete_job(SacJob *job, bool skip_locked)
 {
-	Oid			types[2] = {UUIDOID, UUIDOID};
-	Datum		values[2];
+	Oid			types[3] = {UUIDOID, UUIDOID, UUIDOID};
+	Datum		values[3];
 	int			ret;
 
 	finish_jobs(&job, 1, job->fetch ? (int) job->req.status : 0, skip_locked);
@@ -572,6 +607,7 @@ delete_job(SacJob *job, bool skip_locked)
 		return;					/* the lease went to someone else */
 	values[0] = UUIDPGetDatum(&job->tenant_id);
 	values[1] = UUIDPGetDatum(job_resource_id(job));
+	values[2] = UUIDPGetDatum(&job->ticket_id);
 	if (job->topic == SAC_TOPIC_TICKET)
 	{
 		sac_spi_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
@@ -579,7 +615,7 @@ delete_job(SacJob *job, bool skip_locked)
 	}
 	else
 	{
-		sac_spi_prepare(&message_delete_plan, message_delete_sql, 2, types);
+		sac_spi_prepare(&message_delete_plan, message_delete_sql, 3, types);
 		ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
 	}
 	if (ret != SPI_OK_DELETE)
@@ -598,7 +634,9 @@ static void
 execute(SacJob **jobs, int n, bool skip_locked)
 {
 	SacJob	  **upserts = palloc(sizeof(SacJob *) * n);
+	SacJob	  **finishes = palloc(sizeof(SacJob *) * n);
 	int			nupserts = 0;
+	int			nfinishes = 0;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -617,14 +655,20 @@ execute(SacJob **jobs, int n, bool skip_locked)
 			{
 				sac_apply_defer(job, psprintf("%s%s", why, job->rid), -1, true);
 				execute_defer(job, skip_locked);
+				continue;
 			}
+			/* a DELETION checked again later goes back to the queue */
+			if (job->recheck)
+				execute_defer(job, skip_locked);
 			else
-				upserts[nupserts++] = job;
+				finishes[nfinishes++] = job;
+			upserts[nupserts++] = job;
 		}
 	}
 	if (nupserts == 0)
 		return;
-	finish_jobs(upserts, nupserts, 200, skip_locked);
+	if (nfinishes > 0)
+		finish_jobs(finishes, nfinishes, 200, skip_locked);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_TICKET);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_MESSAGE);
 }

@@ -8,8 +8,14 @@
  * for a resource that already has a row waiting (pending or retrying) coalesce
  * into that row: one fetch serves them all, the row counts how many
  * notifications it stands for and keeps the latest status.  A row that
- * takes in a notification while its fetch is under way (it has a lease) is
- * marked refetch: that fetch puts it back instead of finishing it (apply.c).
+ * waits after the API answered 200 (to check an unconfirmed DELETION again,
+ * or after a document it could not store) becomes due at once: the new
+ * notification is news.  (The statement uses only columns of every
+ * version of the inbox, so that receipts go on while the library is newer
+ * than the installed extension, until ALTER EXTENSION ... UPDATE.)  A row
+ * that takes in a notification while its fetch is under way (it has a
+ * lease) is marked refetch: that fetch puts it back instead of finishing it
+ * (apply.c).
  * A partial unique index enforces "one waiting row per resource", and
  * INSERT ... ON CONFLICT makes concurrent receipts of the same resource
  * meet in that row without errors.
@@ -45,6 +51,9 @@ static const char *const insert_sql =
 " DO UPDATE SET notifications = i.notifications + 1,"
 "               status = EXCLUDED.status,"
 "               last_received_at = EXCLUDED.last_received_at,"
+"               next_attempt_at = CASE WHEN i.state = 'retrying' AND i.last_http_status = 200"
+"                                      THEN least(i.next_attempt_at, EXCLUDED.next_attempt_at)"
+"                                      ELSE i.next_attempt_at END,"
 "               refetch = i.refetch OR i.lease_owner IS NOT NULL"
 " RETURNING id";
 

@@ -90,7 +90,8 @@ static const char *const claim_sql =
 " RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id,"
 "           i.message_id, i.attempts, t.api_base_url, t.access_token,"
 "           (t.access_token IS NULL OR"
-"            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false))";
+"            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false)),"
+"           i.not_found, i.rechecks";
 
 static const char *const prune_sql =
 "DELETE FROM sac_webhook.inbox"
@@ -314,6 +315,8 @@ collect_claimed(Batch *b)
 				memcpy(&job->message_id, DatumGetUUIDP(m), sizeof(pg_uuid_t));
 		}
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 7, &isnull));
+		job->not_found = DatumGetInt32(SPI_getbinval(tup, td, 11, &isnull));
+		job->rechecks = DatumGetInt32(SPI_getbinval(tup, td, 12, &isnull));
 		/* the path is rebuilt from the validated ids, never read back */
 		sac_format_resource(job->resource, job->topic, &job->ticket_id,
 							&job->message_id);

@@ -50,6 +50,8 @@ typedef struct SacJob
 	pg_uuid_t	ticket_id;
 	pg_uuid_t	message_id;
 	int			attempts;		/* including the current one */
+	int			not_found;		/* 404s answered for it so far */
+	int			rechecks;		/* re-checks of an unconfirmed DELETION so far */
 	char		resource[SAC_RESOURCE_MAXLEN];
 	SacTenant  *tenant;
 	MemoryContext cxt;			/* the batch's memory */
@@ -62,6 +64,9 @@ typedef struct SacJob
 	char	   *error;			/* for last_error, or NULL */
 	int64		delay_ms;		/* until the next attempt */
 	bool		count_attempt;	/* false: the attempt is given back */
+	bool		was_not_found;	/* deferred after a 404: counted in not_found */
+	bool		recheck;		/* an upsert after a DELETION: the row comes
+								 * back later to check again */
 	const char *rid;			/* " (request id ...)" or "" */
 
 	/* what came of it */

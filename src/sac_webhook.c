@@ -44,6 +44,8 @@ int			sac_max_response_bytes = 1024 * 1024;
 bool		sac_confirm_deletions = true;
 int			sac_not_found_retries = 3;
 int			sac_not_found_delay_ms = 2000;
+int			sac_deletion_rechecks = 3;
+int			sac_deletion_recheck_delay_ms = 60000;
 int			sac_token_refresh_margin_s = 60;
 
 SacSharedState *sac_shared = NULL;
@@ -215,6 +217,15 @@ _PG_init(void)
 	DefineCustomIntVariable("sac_webhook.not_found_retry_delay",
 							"Delay before re-fetching a resource that answered 404 after a CREATION or UPDATE.",
 							NULL, &sac_not_found_delay_ms, 2000, 1, 3600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("sac_webhook.deletion_rechecks",
+							"Times a DELETION the API does not confirm is checked again.",
+							"Each re-check waits four times as long as the one before.",
+							&sac_deletion_rechecks, 3, 0, 20,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("sac_webhook.deletion_recheck_delay",
+							"Delay before the first re-check of a DELETION the API does not confirm.",
+							NULL, &sac_deletion_recheck_delay_ms, 60000, 1, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.token_refresh_margin",
 							"Refresh an access token this long before it expires.",

@@ -100,6 +100,8 @@ extern int	sac_max_response_bytes;
 extern bool sac_confirm_deletions;
 extern int	sac_not_found_retries;
 extern int	sac_not_found_delay_ms;
+extern int	sac_deletion_rechecks;
+extern int	sac_deletion_recheck_delay_ms;
 extern int	sac_token_refresh_margin_s;
 extern int	sac_workers;
 
