@@ -129,3 +129,25 @@ BEGIN
 	RETURN n;
 END
 $$;
+
+--
+-- A 404 deletes only while the tenant's API is demonstrably answering:
+-- when it last answered 200 for the tenant.
+--
+ALTER TABLE @extschema@.tenants ADD COLUMN api_ok_at timestamptz;
+COMMENT ON COLUMN @extschema@.tenants.api_ok_at IS
+	'when the API last answered 200 for this tenant (kept to the minute)';
+
+--
+-- What each API base showed of itself: whether it serves single messages
+-- (GET /v0/tickets/{ticket}/messages/{message}, not documented).  Learnt by
+-- the workers; a base found not to serve them is asked again after a day.
+--
+CREATE TABLE @extschema@.api_bases (
+	base_url text PRIMARY KEY,
+	single_message_served boolean NOT NULL,
+	learned_at timestamptz NOT NULL DEFAULT now(),
+	evidence text
+);
+COMMENT ON TABLE @extschema@.api_bases IS 'what each API base showed of itself, as learnt by the workers';
+REVOKE ALL ON @extschema@.api_bases FROM PUBLIC;

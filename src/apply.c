@@ -1,16 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * apply.c
- *		Apply a fetch result to sac_webhook.tickets / messages and finish
- *		its inbox row.
+ *		Apply the decided jobs of a batch to sac_webhook.tickets / messages
+ *		and finish their inbox rows.
  *
- * First each job's fate is decided from its HTTP outcome alone; then the
- * database work is done.  Each job's work first finishes its inbox row (or
- * puts it back, when a notification came in during the fetch), but only
- * while this process still holds its lease, and then changes the data, in
- * the same transaction: a row whose lease was taken over by another worker
- * is left alone, so a result is never applied twice, and a crash loses both
- * or neither.
+ * resolve.c has decided each job from its HTTP answers; here the database
+ * work is done.  Each job's work first finishes its inbox row (or puts it
+ * back, when a notification came in during the fetch), but only while this
+ * process still holds its lease, and then changes the data, in the same
+ * transaction: a row whose lease was taken over by another worker is left
+ * alone, so a result is never applied twice, and a crash loses both or
+ * neither.
  *
  * The background worker applies a whole batch in one transaction (one
  * commit, one WAL flush for up to sac_webhook.batch_size rows).  Should any
@@ -19,19 +19,23 @@
  * dead alone.  process() applies each row in a subtransaction of its
  * caller's transaction.
  *
- *	200			upsert the document, unless the stored copy is newer
- *				(updated_at); a message blocked by moderation loses its text
- *				and attachments; NOTIFY
- *	404, 410	after a CREATION or UPDATE, first retried a few times (the
- *				API may lag); then the resource is gone: delete it, with a
- *				ticket's messages; NOTIFY
- *	401			(after one token refresh) retry
- *	408, 429, 5xx, transport errors
- *				retry with exponential backoff and jitter, honouring
- *				Retry-After; dead after sac_webhook.max_attempts
- *	other		dead, with the status
+ *	UPSERT	store the document, unless the stored copy is newer
+ *			(updated_at); a message blocked by moderation loses its text and
+ *			attachments; NOTIFY
+ *	LIST	store every message of the ticket's complete list; delete the
+ *			notified message if the list lacks it; stored messages of the
+ *			ticket that the list lacks are deleted when the API base does
+ *			not serve single messages, and otherwise queued to be checked
+ *			one by one
+ *	DELETE	delete the resource (a ticket with its messages; a message only
+ *			under the ticket of its path; a message's ticket when that is
+ *			gone); NOTIFY
+ *	RETRY, DEAD
+ *			put the row back in the queue, or mark it dead
  *
- * Error texts stored in last_error never quote a fetched document.
+ * Rows are upserted in (tenant, id) order, so that two workers never lock
+ * the same data rows in opposite orders.  Error texts stored in last_error
+ * never quote a fetched document.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,9 +43,6 @@
 
 #include "catalog/pg_type.h"
 #include "commands/async.h"
-#if PG_VERSION_NUM >= 150000
-#include "common/pg_prng.h"
-#endif
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -65,6 +66,10 @@ static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
 static SPIPlanPtr message_delete_plan = NULL;
+static SPIPlanPtr unlisted_delete_plan = NULL;
+static SPIPlanPtr unlisted_queue_plan = NULL;
+static SPIPlanPtr api_ok_plan = NULL;
+static SPIPlanPtr api_base_plan = NULL;
 
 /*
  * Finish rows we still hold: done.  A row is ours while its lease_owner is
@@ -219,158 +224,64 @@ static const char *const ticket_delete_sql =
 static const char *const message_delete_sql =
 "DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND id = $2 AND ticket_id = $3";
 
+/*
+ * The stored messages of a ticket that its complete list ($3) lacks:
+ * deleted (the API base does not serve single messages, so the list is
+ * the API's word) ...
+ */
+static const char *const unlisted_delete_sql =
+"DELETE FROM sac_webhook.messages"
+" WHERE tenant_id = $1 AND ticket_id = $2 AND id <> ALL ($3::uuid[])"
+" RETURNING id";
 
 /*
- * Queue a NOTIFY describing an applied change.
+ * ... or queued, each to be confirmed by its own resource (as a
+ * notification would be; one already waiting will do, and is not locked).
+ */
+static const char *const unlisted_queue_sql =
+"INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, message_id)"
+" SELECT m.tenant_id, 'sac_message', 'UPDATE',"
+"        '/v0/tickets/' || m.ticket_id::text || '/messages/' || m.id::text, m.ticket_id, m.id"
+"   FROM sac_webhook.messages m"
+"  WHERE m.tenant_id = $1 AND m.ticket_id = $2 AND m.id <> ALL ($3::uuid[]) AND m.id <> $4"
+" ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING";
+
+/* What the tenant's API showed of itself (sac_apply_tenant_facts) */
+static const char *const api_ok_sql =
+"UPDATE sac_webhook.tenants SET api_ok_at = pg_catalog.now()"
+" WHERE tenant_id = ANY ($1::uuid[])"
+"   AND (api_ok_at IS NULL OR api_ok_at < pg_catalog.now() - interval '1 minute')";
+
+static const char *const api_base_sql =
+"INSERT INTO sac_webhook.api_bases AS b (base_url, single_message_served, evidence)"
+" VALUES ($1, $2, $3)"
+" ON CONFLICT (base_url) DO UPDATE"
+"   SET single_message_served = EXCLUDED.single_message_served,"
+"       learned_at = pg_catalog.now(), evidence = EXCLUDED.evidence";
+
+
+/*
+ * Queue a NOTIFY describing an applied change of a job's topic (or of its
+ * ticket, for a message whose ticket went): the resource id changed, and
+ * the job's notification.
  */
 static void
-notify_change(SacJob *job, const char *action)
+notify_change(SacJob *job, SacTopic topic, const pg_uuid_t *id, const char *action)
 {
 	char		tenant[40],
 				ticket[40],
-				message[40];
+				resource[40];
 	char	   *payload;
 
 	sac_uuid_to_cstring(&job->tenant_id, tenant);
 	sac_uuid_to_cstring(&job->ticket_id, ticket);
-	if (job->topic == SAC_TOPIC_MESSAGE)
-		sac_uuid_to_cstring(&job->message_id, message);
+	sac_uuid_to_cstring(id, resource);
 	payload = psprintf("{\"topic\":\"%s\",\"status\":\"%s\",\"action\":\"%s\","
 					   "\"tenant_id\":\"%s\",\"id\":\"%s\",\"ticket_id\":\"%s\","
 					   "\"inbox_id\":" INT64_FORMAT "}",
-					   sac_topic_name(job->topic), sac_change_name(job->status),
-					   action, tenant,
-					   job->topic == SAC_TOPIC_MESSAGE ? message : ticket,
-					   ticket, job->id);
+					   sac_topic_name(topic), sac_change_name(job->status),
+					   action, tenant, resource, ticket, job->id);
 	Async_Notify(SAC_NOTIFY_CHANNEL, payload);
-}
-
-/*
- * Backoff before the next attempt: base * 2^(attempts-1), capped, with
- * jitter over the upper half.
- */
-int64
-sac_backoff_ms(int attempts)
-{
-	int64		cap = (int64) sac_retry_max_delay_s * 1000;
-	int64		delay = sac_retry_base_delay_ms;
-
-	for (int i = 1; i < attempts && delay < cap; i++)
-		delay *= 2;
-	delay = Min(delay, cap);
-#if PG_VERSION_NUM >= 150000
-	return delay / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay / 2 + 1));
-#else
-	return delay / 2 + (int64) ((double) random() / ((double) MAX_RANDOM_VALUE + 1) * (delay / 2 + 1));
-#endif
-}
-
-/*
- * Decide that a job goes back to the queue (or, its attempts used up, dies).
- * delay_ms < 0 means the usual backoff; count_attempt false gives the
- * attempt back (nothing was really tried).
- */
-void
-sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt)
-{
-	job->decided = true;
-	job->recheck = false;
-	job->was_not_found = false;
-	job->count_attempt = count_attempt;
-	job->delay_ms = delay_ms >= 0 ? delay_ms : sac_backoff_ms(job->attempts);
-	/* the text must outlive units of work: keep it with the job */
-	if (count_attempt && job->attempts >= sac_max_attempts)
-	{
-		job->action = SAC_ACT_DEAD;
-		job->error = why ? MemoryContextStrdup(job->cxt, psprintf("%s; gave up after %d attempts",
-																  why, job->attempts)) : NULL;
-	}
-	else
-	{
-		job->action = SAC_ACT_RETRY;
-		job->error = why ? MemoryContextStrdup(job->cxt, why) : NULL;
-	}
-}
-
-static void
-decide_dead(SacJob *job, char *why)
-{
-	job->decided = true;
-	job->action = SAC_ACT_DEAD;
-	job->count_attempt = true;
-	job->delay_ms = 0;
-	job->error = why;
-}
-
-/*
- * Decide a job's fate from its HTTP outcome (see the file header).
- */
-static void
-decide(SacJob *job)
-{
-	SacHttpRequest *req = &job->req;
-	const char *rid;
-
-	if (job->decided)
-		return;
-	job->decided = true;
-	job->rid = "";
-	if (!job->fetch)
-	{
-		job->action = SAC_ACT_DELETE;
-		return;
-	}
-	rid = req->request_id[0] ? psprintf(" (request id %s)", req->request_id) : "";
-	if (req->too_large)
-		decide_dead(job, psprintf("the API response is larger than sac_webhook.max_response_size (%d bytes)",
-								  sac_max_response_bytes));
-	else if (req->curl_code != 0)
-		sac_apply_defer(job, psprintf("could not fetch %s: %s", job->resource, req->error), -1, true);
-	else if (req->status == 200)
-	{
-		job->action = SAC_ACT_UPSERT;
-		job->rid = rid;	/* allocated in the batch's context, like the job */
-
-		/*
-		 * A DELETION the API does not confirm (yet): the document is kept,
-		 * and checked again a few times, further apart each time, since
-		 * personal data may be removed upstream a moment later.
-		 */
-		if (job->status == SAC_CHANGE_DELETION && job->rechecks < sac_deletion_rechecks)
-		{
-			int64		delay = sac_deletion_recheck_delay_ms;
-
-			for (int i = 0; i < job->rechecks && delay < INT64CONST(86400000); i++)
-				delay *= 4;
-			job->recheck = true;
-			job->delay_ms = delay;
-			job->error = psprintf("DELETION not confirmed: the API still serves the resource; checking again (%d of %d)%s",
-								  job->rechecks + 1, sac_deletion_rechecks, rid);
-		}
-	}
-	else if (req->status == 404 || req->status == 410)
-	{
-		/*
-		 * After a CREATION or UPDATE a 404 may be the API lagging: it takes
-		 * not_found_retries more 404s (whatever else came in between) to
-		 * take the resource as gone.
-		 */
-		if (job->status != SAC_CHANGE_DELETION && job->not_found < sac_not_found_retries)
-		{
-			sac_apply_defer(job, psprintf("HTTP %ld: not found yet, checking again%s", req->status, rid),
-							sac_not_found_delay_ms, true);
-			job->was_not_found = true;
-		}
-		else
-			job->action = SAC_ACT_DELETE;
-	}
-	else if (req->status == 401 || req->status == 408 || req->status == 429 ||
-			 (req->status >= 500 && req->status <= 599))
-		sac_apply_defer(job, psprintf("HTTP %ld from the API%s%s", req->status,
-									  req->status == 401 ? " after a token refresh" : "", rid),
-						req->retry_after_s >= 0 ? (int64) req->retry_after_s * 1000 : -1, true);
-	else
-		decide_dead(job, psprintf("HTTP %ld from the API%s", req->status, rid));
 }
 
 /*
@@ -423,8 +334,8 @@ execute_defer(SacJob *job, bool skip_locked)
 
 	values[0] = Int64GetDatum(job->id);
 	values[1] = Int32GetDatum(MyProcPid);
-	values[2] = Int32GetDatum((int32) job->req.status);
-	if (job->req.status == 0)
+	values[2] = Int32GetDatum(job->http_status);
+	if (job->http_status == 0)
 		nulls[2] = 'n';
 	values[3] = CStringGetTextDatum(job->action == SAC_ACT_DEAD ? "dead" : "retrying");
 	values[4] = Int64GetDatum(job->delay_ms);
@@ -448,13 +359,6 @@ execute_defer(SacJob *job, bool skip_locked)
 		job->held = true;
 		job->finished = strcmp(state, "dead") == 0;
 	}
-}
-
-/* The id of the ticket or message a job is about */
-static inline const pg_uuid_t *
-job_resource_id(const SacJob *job)
-{
-	return job->topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id;
 }
 
 /*
@@ -513,36 +417,93 @@ finish_jobs(SacJob **jobs, int n, int http_status, bool skip_locked)
 	}
 }
 
+/* One document to upsert, for a job */
+typedef struct UpsertRow
+{
+	SacJob	   *job;
+	const pg_uuid_t *id;
+	Jsonb	   *doc;
+} UpsertRow;
+
+/* qsort comparator: rows in (tenant, id) order */
+static int
+row_cmp(const void *a, const void *b)
+{
+	const UpsertRow *ra = (const UpsertRow *) a;
+	const UpsertRow *rb = (const UpsertRow *) b;
+	int			c = memcmp(&ra->job->tenant_id, &rb->job->tenant_id, UUID_LEN);
+
+	return c != 0 ? c : memcmp(ra->id, rb->id, UUID_LEN);
+}
+
 /*
- * Upsert the documents of one topic of the jobs whose rows were still ours;
- * sets job->changed and announces each change.
+ * Upsert the documents of one topic of the jobs whose rows were still ours:
+ * the fetched document of an UPSERT, every listed message of a LIST.  Each
+ * (tenant, id) once, in that order.  Announces each change.
  */
 static void
 upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 {
 	Oid			types[4] = {UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, UUIDARRAYOID};
 	Datum		values[4];
-	Datum	   *tenants = palloc(sizeof(Datum) * n);
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *docs = palloc(sizeof(Datum) * n);
-	Datum	   *tickets = palloc(sizeof(Datum) * n);
-	SacJob	  **mine = palloc(sizeof(SacJob *) * n);
+	UpsertRow  *rows;
+	Datum	   *tenants;
+	Datum	   *ids;
+	Datum	   *docs;
+	Datum	   *tickets;
+	bool	   *changed;
+	int			nrows = 0;
+	int			cap = 0;
 	int			m = 0;
 	int			ret;
 
 	for (int i = 0; i < n; i++)
+		if (jobs[i]->held && jobs[i]->topic == topic)
+			cap += jobs[i]->action == SAC_ACT_LIST ? jobs[i]->nlisted : 1;
+	if (cap == 0)
+		return;
+	rows = palloc(sizeof(UpsertRow) * cap);
+	for (int i = 0; i < n; i++)
 	{
-		if (!jobs[i]->held || jobs[i]->topic != topic)
+		SacJob	   *job = jobs[i];
+
+		if (!job->held || job->topic != topic)
 			continue;
-		mine[m] = jobs[i];
-		tenants[m] = UUIDPGetDatum(&jobs[i]->tenant_id);
-		ids[m] = UUIDPGetDatum(job_resource_id(jobs[i]));
-		docs[m] = JsonbPGetDatum(jobs[i]->doc);
-		tickets[m] = UUIDPGetDatum(&jobs[i]->ticket_id);
+		if (job->action == SAC_ACT_LIST)
+			for (int k = 0; k < job->nlisted; k++)
+			{
+				rows[nrows].job = job;
+				rows[nrows].id = &job->listed[k].id;
+				rows[nrows].doc = job->listed[k].doc;
+				nrows++;
+			}
+		else
+		{
+			rows[nrows].job = job;
+			rows[nrows].id = topic == SAC_TOPIC_TICKET ? &job->ticket_id : &job->message_id;
+			rows[nrows].doc = job->doc;
+			nrows++;
+		}
+	}
+	if (nrows > 1)
+		qsort(rows, nrows, sizeof(UpsertRow), row_cmp);
+
+	tenants = palloc(sizeof(Datum) * nrows);
+	ids = palloc(sizeof(Datum) * nrows);
+	docs = palloc(sizeof(Datum) * nrows);
+	tickets = palloc(sizeof(Datum) * nrows);
+	for (int r = 0; r < nrows; r++)
+	{
+		/* a message listed by two jobs of the batch goes in once */
+		if (m > 0 && row_cmp(&rows[r], &rows[m - 1]) == 0)
+			continue;
+		rows[m] = rows[r];
+		tenants[m] = UUIDPGetDatum(&rows[m].job->tenant_id);
+		ids[m] = UUIDPGetDatum(rows[m].id);
+		docs[m] = JsonbPGetDatum(rows[m].doc);
+		tickets[m] = UUIDPGetDatum(&rows[m].job->ticket_id);
 		m++;
 	}
-	if (m == 0)
-		return;
 	values[0] = PointerGetDatum(construct_array(tenants, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	values[1] = PointerGetDatum(construct_array(ids, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	values[2] = PointerGetDatum(construct_array(docs, m, JSONBOID, -1, false, TYPALIGN_INT));
@@ -563,8 +524,10 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 
 	/*
 	 * Rows skipped by the stale-update guard do not come back; the others
-	 * come back in the order given (see finish_jobs).
+	 * come back in the order given, so the search resumes where the last
+	 * one matched: linear for a whole batch.
 	 */
+	changed = palloc0(sizeof(bool) * m);
 	for (uint64 r = 0, next = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -577,51 +540,119 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 		{
 			int			i = (next + k) % m;
 
-			if (memcmp(id, job_resource_id(mine[i]), UUID_LEN) == 0 &&
-				memcmp(tenant, &mine[i]->tenant_id, UUID_LEN) == 0)
+			if (memcmp(id, rows[i].id, UUID_LEN) == 0 &&
+				memcmp(tenant, &rows[i].job->tenant_id, UUID_LEN) == 0)
 			{
-				mine[i]->changed = true;
+				changed[i] = true;
 				next = i + 1;
 				break;
 			}
 		}
 	}
 	for (int i = 0; i < m; i++)
-		if (mine[i]->changed)
-			notify_change(mine[i], "upsert");
+		if (changed[i])
+		{
+			rows[i].job->changed = true;
+			notify_change(rows[i].job, topic, rows[i].id, "upsert");
+		}
 }
 
 /*
- * Finish a deletion's row and delete the resource (a ticket with its
- * messages).
+ * Delete a job's resource: a ticket with its messages (also when it is a
+ * message's ticket that is gone), or a message stored under the ticket of
+ * its path.
  */
 static void
-delete_job(SacJob *job, bool skip_locked)
+delete_resource(SacJob *job)
 {
 	Oid			types[3] = {UUIDOID, UUIDOID, UUIDOID};
 	Datum		values[3];
 	int			ret;
+	bool		ticket = job->topic == SAC_TOPIC_TICKET || job->delete_ticket;
 
-	finish_jobs(&job, 1, job->fetch ? (int) job->req.status : 0, skip_locked);
-	if (!job->held)
-		return;					/* the lease went to someone else */
 	values[0] = UUIDPGetDatum(&job->tenant_id);
-	values[1] = UUIDPGetDatum(job_resource_id(job));
-	values[2] = UUIDPGetDatum(&job->ticket_id);
-	if (job->topic == SAC_TOPIC_TICKET)
+	if (ticket)
 	{
+		values[1] = UUIDPGetDatum(&job->ticket_id);
 		sac_spi_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
 		ret = SPI_execute_plan(ticket_delete_plan, values, NULL, false, 0);
 	}
 	else
 	{
+		values[1] = UUIDPGetDatum(&job->message_id);
+		values[2] = UUIDPGetDatum(&job->ticket_id);
 		sac_spi_prepare(&message_delete_plan, message_delete_sql, 3, types);
 		ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
 	}
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
 	job->changed = true;
-	notify_change(job, "delete");
+	if (ticket)
+		notify_change(job, SAC_TOPIC_TICKET, &job->ticket_id, "delete");
+	else
+		notify_change(job, SAC_TOPIC_MESSAGE, &job->message_id, "delete");
+}
+
+/*
+ * Finish a deletion's row and delete the resource.
+ */
+static void
+delete_job(SacJob *job, bool skip_locked)
+{
+	finish_jobs(&job, 1, job->http_status, skip_locked);
+	if (job->held)				/* else the lease went to someone else */
+		delete_resource(job);
+}
+
+/*
+ * After a LIST was stored: the notified message, if the list lacks it, is
+ * deleted, and so are the ticket's other stored messages the list lacks
+ * when the API base does not serve single messages; otherwise those are
+ * queued to be confirmed one by one.
+ */
+static void
+apply_unlisted(SacJob *job)
+{
+	Oid			types[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDOID};
+	Datum		values[4];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(job->nlisted, 1));
+	int			ret;
+
+	for (int i = 0; i < job->nlisted; i++)
+		ids[i] = UUIDPGetDatum(&job->listed[i].id);
+	values[0] = UUIDPGetDatum(&job->tenant_id);
+	values[1] = UUIDPGetDatum(&job->ticket_id);
+	values[2] = PointerGetDatum(construct_array(ids, job->nlisted, UUIDOID, UUID_LEN, false,
+												TYPALIGN_CHAR));
+	values[3] = UUIDPGetDatum(&job->message_id);
+
+	if (job->tenant->single_message == SAC_SINGLE_UNSERVED)
+	{
+		sac_spi_prepare(&unlisted_delete_plan, unlisted_delete_sql, 3, types);
+		ret = SPI_execute_plan(unlisted_delete_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_DELETE_RETURNING)
+			elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+
+			job->changed = true;
+			notify_change(job, SAC_TOPIC_MESSAGE, id, "delete");
+		}
+		if (!job->self_listed)
+			notify_change(job, SAC_TOPIC_MESSAGE, &job->message_id, "delete");
+		return;
+	}
+
+	/* the single resource said 404 too: the message is gone */
+	if (!job->self_listed)
+		delete_resource(job);
+	sac_spi_prepare(&unlisted_queue_plan, unlisted_queue_sql, 4, types);
+	ret = SPI_execute_plan(unlisted_queue_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "inbox insert failed: %s", SPI_result_code_string(ret));
 }
 
 /*
@@ -648,14 +679,18 @@ execute(SacJob **jobs, int n, bool skip_locked)
 			delete_job(job, skip_locked);
 		else
 		{
-			const char *why = NULL;
-
-			job->doc = read_document(job, &why);
-			if (job->doc == NULL)
+			if (job->action == SAC_ACT_UPSERT)
 			{
-				sac_apply_defer(job, psprintf("%s%s", why, job->rid), -1, true);
-				execute_defer(job, skip_locked);
-				continue;
+				const char *why = NULL;
+
+				job->doc = read_document(job, &why);
+				if (job->doc == NULL)
+				{
+					sac_job_defer(job, psprintf("%s%s", why, job->rid), -1, true);
+					job->http_status = 200;
+					execute_defer(job, skip_locked);
+					continue;
+				}
 			}
 			/* a DELETION checked again later goes back to the queue */
 			if (job->recheck)
@@ -671,6 +706,9 @@ execute(SacJob **jobs, int n, bool skip_locked)
 		finish_jobs(finishes, nfinishes, 200, skip_locked);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_TICKET);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_MESSAGE);
+	for (int i = 0; i < nupserts; i++)
+		if (upserts[i]->held && upserts[i]->action == SAC_ACT_LIST)
+			apply_unlisted(upserts[i]);
 }
 
 /* The jobs of one call to sac_apply_jobs */
@@ -734,17 +772,17 @@ apply_alone(SacJob *job)
 		return;
 
 	if (job->parsing)
-		sac_apply_defer(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s",
+		sac_job_defer(job, psprintf("the API answered HTTP 200 with a body that is not valid JSON%s",
 									  job->rid), -1, true);
 	else if (ERRCODE_TO_CATEGORY(error.sqlerrcode) == ERRCODE_DATA_EXCEPTION)
 	{
 		/* such messages quote the document: say only what kind of error */
-		sac_apply_defer(job, psprintf("could not apply %s: the API document has a value that cannot be stored (SQLSTATE %s)%s",
+		sac_job_defer(job, psprintf("could not apply %s: the API document has a value that cannot be stored (SQLSTATE %s)%s",
 									  job->resource, unpack_sql_state(error.sqlerrcode),
 									  job->rid), -1, true);
 	}
 	else
-		sac_apply_defer(job, psprintf("could not apply %s: %s (SQLSTATE %s)", job->resource,
+		sac_job_defer(job, psprintf("could not apply %s: %s (SQLSTATE %s)", job->resource,
 									  error.message, unpack_sql_state(error.sqlerrcode)),
 						-1, true);
 	reset_outcome(job);
@@ -764,10 +802,7 @@ sac_apply_jobs(SacJob *jobs, int njobs)
 	int			finished = 0;
 
 	for (int i = 0; i < njobs; i++)
-	{
 		reset_outcome(&jobs[i]);
-		decide(&jobs[i]);
-	}
 
 	if (sac_in_worker && njobs > 1)
 	{
@@ -792,8 +827,75 @@ sac_apply_jobs(SacJob *jobs, int njobs)
 		if (job->finished)
 			finished++;
 		if (sac_shared && job->changed)
-			pg_atomic_fetch_add_u64(job->action == SAC_ACT_UPSERT ? &sac_shared->applied
-									: &sac_shared->deleted, 1);
+			pg_atomic_fetch_add_u64(job->action == SAC_ACT_DELETE ? &sac_shared->deleted
+									: &sac_shared->applied, 1);
 	}
 	return finished;
+}
+
+/* The tenants of one call to sac_apply_tenant_facts */
+typedef struct TenantList
+{
+	SacTenant  *tenants;
+	int			ntenants;
+} TenantList;
+
+/*
+ * Unit: record when the tenants' APIs answered 200 (at most once a minute
+ * each), and what their API bases showed about single messages.
+ */
+static void
+tenant_facts_unit(void *arg)
+{
+	TenantList *list = (TenantList *) arg;
+	Datum	   *ids = palloc(sizeof(Datum) * list->ntenants);
+	int			nids = 0;
+
+	for (int i = 0; i < list->ntenants; i++)
+	{
+		SacTenant  *t = &list->tenants[i];
+
+		if (t->ok_now)
+			ids[nids++] = UUIDPGetDatum(&t->id);
+		if (t->single_learned)
+		{
+			Oid			types[3] = {TEXTOID, BOOLOID, TEXTOID};
+			Datum		values[3];
+
+			values[0] = CStringGetTextDatum(t->base_url);
+			values[1] = BoolGetDatum(t->single_message == SAC_SINGLE_SERVED);
+			values[2] = CStringGetTextDatum(t->single_evidence);
+			sac_spi_prepare(&api_base_plan, api_base_sql, 3, types);
+			if (SPI_execute_plan(api_base_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "API base update failed");
+		}
+	}
+	if (nids > 0)
+	{
+		Oid			types[1] = {UUIDARRAYOID};
+		Datum		values[1];
+
+		values[0] = PointerGetDatum(construct_array(ids, nids, UUIDOID, UUID_LEN, false,
+													TYPALIGN_CHAR));
+		sac_spi_prepare(&api_ok_plan, api_ok_sql, 1, types);
+		if (SPI_execute_plan(api_ok_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "tenant update failed");
+	}
+}
+
+/*
+ * Store what the batch learnt of its tenants' APIs; a failure only costs
+ * the knowledge, so it is reported and nothing else.
+ */
+void
+sac_apply_tenant_facts(SacTenant *tenants, int ntenants)
+{
+	TenantList	list = {tenants, ntenants};
+	SacUnitError error;
+	bool		any = false;
+
+	for (int i = 0; i < ntenants; i++)
+		any |= tenants[i].ok_now || tenants[i].single_learned;
+	if (any && !sac_run_unit(tenant_facts_unit, &list, &error))
+		sac_report_unit_error(WARNING, &error, "while recording what the API showed of itself");
 }

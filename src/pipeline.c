@@ -36,14 +36,6 @@
 
 PG_FUNCTION_INFO_V1(sac_webhook_process);
 
-bool		sac_in_worker = false;
-
-/* SQLSTATE of the last unit of work that failed */
-int			sac_unit_sqlerrcode = 0;
-
-/* Set by the worker's SIGTERM handler; stops fetches early */
-volatile sig_atomic_t sac_stop_requested = false;
-
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
@@ -76,6 +68,8 @@ static const char *const claim_sql =
 "   SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2), lease_owner = $3,"
 "       attempts = i.attempts + 1, last_attempt_at = pg_catalog.now(), refetch = false"
 "  FROM sac_webhook.tenants t"
+"       LEFT JOIN sac_webhook.api_bases b"
+"              ON b.base_url = pg_catalog.rtrim(coalesce(t.api_base_url, $6), '/')"
 " WHERE i.id = ANY (ARRAY("
 "        SELECT w.id FROM sac_webhook.inbox w"
 "         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= pg_catalog.now()"
@@ -91,7 +85,11 @@ static const char *const claim_sql =
 "           i.message_id, i.attempts, t.api_base_url, t.access_token,"
 "           (t.access_token IS NULL OR"
 "            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false)),"
-"           i.not_found, i.rechecks";
+"           i.not_found, i.rechecks,"
+"           CASE WHEN b.single_message_served"
+"                  OR b.learned_at > pg_catalog.now() - interval '1 day'"
+"                THEN b.single_message_served END,"
+"           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7)";
 
 static const char *const prune_sql =
 "DELETE FROM sac_webhook.inbox"
@@ -110,129 +108,6 @@ static const char *const next_due_sql =
 "            w.next_attempt_at, w.lease_until, e.token_retry_at)) - pg_catalog.now()) * 1000)::bigint"
 "  FROM sac_webhook.inbox w JOIN sac_webhook.tenants e ON e.tenant_id = w.tenant_id AND e.enabled"
 " WHERE w.state IN ('pending', 'retrying')";
-
-/*
- * Prepare a statement once per process and keep it, planned as
- * cursor_options say.
- */
-static void
-prepare_kept(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
-			 int cursor_options)
-{
-	SPIPlanPtr	p;
-
-	if (*plan != NULL)
-		return;
-	p = SPI_prepare_cursor(sql, nargs, types, cursor_options);
-	if (p == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(p) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	*plan = p;
-}
-
-/*
- * Prepare a statement that touches rows by key: planned once, generic.
- */
-void
-sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
-{
-	prepare_kept(plan, sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-}
-
-/*
- * Set a configuration parameter until the end of the current transaction.
- */
-void
-sac_set_local(const char *name, const char *value)
-{
-	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
-}
-
-/*
- * Run fn in a unit of work (see the file header).  Returns false when fn
- * failed, with its SQLSTATE and message in *error (when not NULL); the unit
- * is then rolled back.  Only the primary message is kept: details can quote
- * fetched documents, which must never reach logs or tables other than the
- * data tables.  Query cancel and shutdown requests are re-thrown.
- */
-bool
-sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	if (sac_in_worker)
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-	}
-	else
-		BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		fn(arg);
-		SPI_finish();
-		if (sac_in_worker)
-		{
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		else
-			ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		if (sac_in_worker)
-			AbortCurrentTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
-			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
-			edata->elevel > ERROR)
-			ReThrowError(edata);
-		if (error)
-		{
-			error->sqlerrcode = edata->sqlerrcode;
-			error->message = pstrdup(edata->message ? edata->message : "unknown error");
-		}
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
-	return ok;
-}
-
-/*
- * Report a failed unit of work at elevel, keeping its SQLSTATE, with what
- * was being done as the context.
- */
-void
-sac_report_unit_error(int elevel, const SacUnitError *error, const char *context)
-{
-	ereport(elevel,
-			(errcode(error->sqlerrcode),
-			 errmsg_internal("%s", error->message),
-			 errcontext("%s", context)));
-}
 
 /* State of one batch */
 typedef struct Batch
@@ -277,6 +152,11 @@ batch_tenant(Batch *b, const pg_uuid_t *id, HeapTuple tup, TupleDesc td)
 		t->access_token = isnull ? NULL : TextDatumGetCString(d);
 		d = SPI_getbinval(tup, td, 10, &isnull);
 		t->needs_refresh = isnull || DatumGetBool(d);
+		d = SPI_getbinval(tup, td, 13, &isnull);
+		t->single_message = isnull ? SAC_SINGLE_UNKNOWN :
+			DatumGetBool(d) ? SAC_SINGLE_SERVED : SAC_SINGLE_UNSERVED;
+		d = SPI_getbinval(tup, td, 14, &isnull);
+		t->ok_recently = !isnull && DatumGetBool(d);
 		return t;
 	}
 }
@@ -343,18 +223,20 @@ static void
 claim_unit(void *arg)
 {
 	Batch	   *b = (Batch *) arg;
-	Oid			types[5] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID};
-	Datum		values[5];
+	Oid			types[7] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID, TEXTOID, INT4OID};
+	Datum		values[7];
 	int			ret;
 
 	/* the claim's best plan depends on the LIMIT and the queue: plan each call */
-	prepare_kept(&claim_plan, claim_sql, 5, types, CURSOR_OPT_CUSTOM_PLAN);
+	sac_spi_prepare_custom(&claim_plan, claim_sql, 7, types);
 
 	values[0] = Int32GetDatum(b->limit);
 	values[1] = Int32GetDatum(b->lease_s);
 	values[2] = Int32GetDatum(MyProcPid);
 	values[3] = Int32GetDatum(sac_token_refresh_margin_s);
 	values[4] = BoolGetDatum(b->housekeeping);
+	values[5] = CStringGetTextDatum(sac_api_base_url);
+	values[6] = Int32GetDatum(sac_api_alive_window_s);
 
 	ret = SPI_execute_plan(claim_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
@@ -396,29 +278,11 @@ claim_unit(void *arg)
 }
 
 /*
- * Build a job's request: the tenant's base URL and the validated path.
+ * Perform the given requests concurrently, and count them.
  */
 static void
-prepare_request(SacJob *job)
+perform(SacHttpRequest **reqs, int n)
 {
-	job->req.url = psprintf("%s%s", job->tenant->base_url, job->resource);
-	job->req.bearer = job->tenant->access_token;
-	job->req.form = NULL;
-}
-
-/*
- * Fetch the resources of the given jobs concurrently.
- */
-static void
-fetch_jobs(SacJob **jobs, int n)
-{
-	SacHttpRequest **reqs = palloc(sizeof(SacHttpRequest *) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-	{
-		prepare_request(jobs[i]);
-		reqs[i] = &jobs[i]->req;
-	}
 	sac_http_perform(reqs, n, !sac_in_worker, sac_in_worker ? &sac_stop_requested : NULL);
 	if (sac_shared)
 	{
@@ -431,7 +295,102 @@ fetch_jobs(SacJob **jobs, int n)
 				pg_atomic_fetch_add_u64(&sac_shared->fetch_failures, 1);
 		}
 	}
+}
+
+/*
+ * Perform the current requests of the given jobs.  A 401 refreshes the
+ * tenant's token (once per batch), then the request is made again, with a
+ * token other than the refused one.
+ */
+static void
+fetch_jobs(SacJob **jobs, int n)
+{
+	SacHttpRequest **reqs = palloc(sizeof(SacHttpRequest *) * Max(n, 1));
+	int			nagain = 0;
+
+	for (int i = 0; i < n; i++)
+		reqs[i] = &jobs[i]->req;
+	perform(reqs, n);
+
+	for (int i = 0; i < n; i++)
+	{
+		SacJob	   *job = jobs[i];
+		SacTenant  *t = job->tenant;
+
+		if (job->req.status != 401 || t->unavailable)
+			continue;
+		if (!t->refreshed)
+			sac_oauth_refresh(t, job->req.bearer);
+		if (!t->unavailable && t->access_token != NULL &&
+			t->access_token != job->req.bearer)
+		{
+			job->req.bearer = t->access_token;
+			reqs[nagain++] = &job->req;
+		}
+	}
+	perform(reqs, nagain);
 	pfree(reqs);
+}
+
+/*
+ * Resolve the jobs that need the API: rounds of concurrent requests, each
+ * job asking for what its last answer calls for (resolve.c), until every
+ * one is decided or resolved as gone.  Then, for tenants with resources
+ * gone but no sign in this batch or lately that their API answers, one
+ * probe each, and the deletions are confirmed or refused.
+ */
+static void
+resolve_jobs(Batch *b)
+{
+	SacJob	  **todo = palloc(sizeof(SacJob *) * b->njobs);
+	SacJob	  **next = palloc(sizeof(SacJob *) * b->njobs);
+	SacHttpRequest **probes = palloc(sizeof(SacHttpRequest *) * Max(b->ntenants, 1));
+	int			ntodo = 0;
+	int			nprobes = 0;
+
+	for (int i = 0; i < b->njobs; i++)
+	{
+		SacJob	   *job = &b->jobs[i];
+
+		if (job->fetch && !job->tenant->unavailable)
+		{
+			sac_job_start(job);
+			todo[ntodo++] = job;
+		}
+	}
+	while (ntodo > 0 && !(sac_in_worker && sac_stop_requested))
+	{
+		int			nnext = 0;
+
+		fetch_jobs(todo, ntodo);
+		for (int i = 0; i < ntodo; i++)
+		{
+			SacJob	   *job = todo[i];
+
+			if (job->req.interrupted || job->tenant->unavailable)
+				continue;
+			if (sac_job_advance(job))
+				next[nnext++] = job;
+		}
+		memcpy(todo, next, sizeof(SacJob *) * nnext);
+		ntodo = nnext;
+	}
+
+	for (int i = 0; i < b->njobs; i++)
+	{
+		SacTenant  *t = b->jobs[i].tenant;
+
+		if (b->jobs[i].gone && !b->jobs[i].decided && !t->ok_now && !t->ok_recently &&
+			!t->probed && !t->unavailable)
+		{
+			sac_tenant_prepare_probe(t);
+			probes[nprobes++] = &t->probe;
+		}
+	}
+	perform(probes, nprobes);
+	for (int i = 0; i < b->njobs; i++)
+		if (!b->jobs[i].req.interrupted)
+			sac_job_confirm_gone(&b->jobs[i]);
 }
 
 /*
@@ -447,8 +406,6 @@ sac_run_batch(int limit, bool housekeeping, SacBatchResult *result)
 {
 	Batch		b;
 	SacUnitError error;
-	SacJob	  **todo;
-	int			ntodo = 0;
 
 	memset(result, 0, sizeof(*result));
 	result->next_due_ms = -1;
@@ -480,38 +437,19 @@ sac_run_batch(int limit, bool housekeeping, SacBatchResult *result)
 		if (b.tenants[i].needs_refresh)
 			sac_oauth_refresh(&b.tenants[i], NULL);
 
-	/* fetch what needs fetching */
-	todo = palloc(sizeof(SacJob *) * b.njobs);
+	/* fetch and resolve what needs the API */
 	for (int i = 0; i < b.njobs; i++)
 	{
 		SacJob	   *job = &b.jobs[i];
 
 		job->fetch = !(job->status == SAC_CHANGE_DELETION && !sac_confirm_deletions);
-		if (job->fetch && !job->tenant->unavailable)
-			todo[ntodo++] = job;
-	}
-	fetch_jobs(todo, ntodo);
-
-	/* a 401 refreshes the tenant's token once, then the job is fetched again */
-	{
-		int			nagain = 0;
-
-		for (int i = 0; i < ntodo; i++)
+		if (!job->fetch)
 		{
-			SacJob	   *job = todo[i];
-			SacTenant  *t = job->tenant;
-
-			if (job->req.status != 401 || t->unavailable)
-				continue;
-			if (!t->refreshed)
-				sac_oauth_refresh(t, job->req.bearer);
-			/* fetch again only with a token other than the refused one */
-			if (!t->unavailable && t->access_token != NULL &&
-				t->access_token != job->req.bearer)
-				todo[nagain++] = job;
+			job->decided = true;
+			job->action = SAC_ACT_DELETE;
 		}
-		fetch_jobs(todo, nagain);
 	}
+	resolve_jobs(&b);
 
 	/* rows that could not be fetched go back to the queue; then apply */
 	for (int i = 0; i < b.njobs; i++)
@@ -519,6 +457,9 @@ sac_run_batch(int limit, bool housekeeping, SacBatchResult *result)
 		SacJob	   *job = &b.jobs[i];
 		SacTenant  *t = job->tenant;
 
+		if (job->decided)
+			continue;
+		job->http_status = (int) job->req.status;
 		if (job->fetch && t->unavailable)
 		{
 			/*
@@ -528,16 +469,20 @@ sac_run_batch(int limit, bool housekeeping, SacBatchResult *result)
 			 * credentials keep failing.
 			 */
 			if (t->busy)
-				sac_apply_defer(job, t->error, 1000, false);
+				sac_job_defer(job, t->error, 1000, false);
 			else if (t->backing_off)
-				sac_apply_defer(job, t->error, 0, false);
+				sac_job_defer(job, t->error, 0, false);
 			else
-				sac_apply_defer(job, t->error, sac_backoff_ms(Max(t->failures, 1)), false);
+				sac_job_defer(job, t->error, sac_backoff_ms(Max(t->failures, 1)), false);
 		}
-		else if (job->req.interrupted)
-			sac_apply_defer(job, NULL, 0, false);
+		else
+		{
+			/* interrupted by shutdown before it was decided */
+			sac_job_defer(job, NULL, 0, false);
+		}
 	}
 	result->finished = sac_apply_jobs(b.jobs, b.njobs);
+	sac_apply_tenant_facts(b.tenants, b.ntenants);
 }
 
 /*

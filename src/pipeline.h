@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * pipeline.h
- *		Types shared by the claim -> fetch -> apply pipeline modules
- *		(pipeline.c, oauth.c, apply.c).
+ *		Types shared by the claim -> fetch -> resolve -> apply pipeline
+ *		modules (pipeline.c, oauth.c, resolve.c, apply.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +14,15 @@
 
 #include "sac_webhook.h"
 #include "fetch.h"
+#include "unit.h"
+
+/* Whether an API base serves GET /v0/tickets/{ticket}/messages/{message} */
+typedef enum SacSingleMessage
+{
+	SAC_SINGLE_UNKNOWN,
+	SAC_SINGLE_SERVED,
+	SAC_SINGLE_UNSERVED
+} SacSingleMessage;
 
 /* A tenant seen in the current batch */
 typedef struct SacTenant
@@ -29,16 +38,41 @@ typedef struct SacTenant
 								 * for its token_retry_at */
 	char	   *error;			/* why it is unavailable */
 	int			failures;		/* refreshes failed in a row */
+
+	/* what the API showed of itself (resolve.c) */
+	SacSingleMessage single_message;	/* as known for base_url */
+	bool		single_learned; /* single_message changed in this batch */
+	const char *single_evidence;	/* why, for api_bases.evidence */
+	bool		ok_recently;	/* answered 200 within sac_webhook.api_alive_window */
+	bool		ok_now;			/* answered 200 in this batch */
+	SacHttpRequest probe;		/* a request that shows the API answers */
+	bool		probed;
 } SacTenant;
 
 /* What becomes of a claimed row */
 typedef enum SacApplyAction
 {
-	SAC_ACT_UPSERT,
-	SAC_ACT_DELETE,
+	SAC_ACT_UPSERT,				/* store the fetched document */
+	SAC_ACT_LIST,				/* store the ticket's complete message list */
+	SAC_ACT_DELETE,				/* delete the resource (or its ticket) */
 	SAC_ACT_RETRY,
 	SAC_ACT_DEAD
 } SacApplyAction;
+
+/* What a job's current request asks for */
+typedef enum SacStep
+{
+	SAC_STEP_RESOURCE,			/* the notified resource itself */
+	SAC_STEP_LIST,				/* a page of the ticket's message list */
+	SAC_STEP_TICKET				/* the message's ticket: is it gone? */
+} SacStep;
+
+/* A document from a message list, with its id */
+typedef struct SacListedDoc
+{
+	pg_uuid_t	id;
+	Jsonb	   *doc;
+} SacListedDoc;
 
 /* One claimed inbox row */
 typedef struct SacJob
@@ -55,10 +89,25 @@ typedef struct SacJob
 	char		resource[SAC_RESOURCE_MAXLEN];
 	SacTenant  *tenant;
 	MemoryContext cxt;			/* the batch's memory */
-	bool		fetch;			/* needs an HTTP GET */
-	SacHttpRequest req;
+	bool		fetch;			/* needs HTTP requests */
+	SacHttpRequest req;			/* the current one */
 
-	/* what to do with it (apply.c) */
+	/* where its requests stand (resolve.c) */
+	SacStep		step;
+	int			list_offset;	/* of the next page */
+	int			list_limit;		/* _limit of the next page; 0: the API's
+								 * default */
+	int			pages;			/* list pages read */
+	bool		single_not_found;	/* the message's own resource said 404 */
+	SacListedDoc *listed;		/* the ticket's messages so far */
+	int			nlisted;
+	int			listed_cap;
+	bool		gone;			/* resolved as gone: deleted once the API is
+								 * shown to answer for the tenant */
+	bool		delete_ticket;	/* a message whose ticket is gone: delete the
+								 * ticket with its messages */
+
+	/* what to do with it */
 	bool		decided;
 	SacApplyAction action;
 	char	   *error;			/* for last_error, or NULL */
@@ -67,28 +116,17 @@ typedef struct SacJob
 	bool		was_not_found;	/* deferred after a 404: counted in not_found */
 	bool		recheck;		/* an upsert after a DELETION: the row comes
 								 * back later to check again */
+	bool		self_listed;	/* LIST: the message itself is in the list */
 	const char *rid;			/* " (request id ...)" or "" */
+	int			http_status;	/* for last_http_status; 0: none */
 
-	/* what came of it */
+	/* what came of it (apply.c) */
 	Jsonb	   *doc;			/* the fetched document, while applied */
 	bool		parsing;		/* reading the document when it failed */
 	bool		held;			/* row still ours when finished: result applied */
 	bool		finished;		/* row done or dead */
 	bool		changed;		/* data changed */
 } SacJob;
-
-/*
- * Unit of work: a transaction in the background worker, a subtransaction
- * of the caller's transaction in process().
- */
-typedef void (*SacUnitFn) (void *arg);
-
-/* Why a unit of work failed: its SQLSTATE and primary message */
-typedef struct SacUnitError
-{
-	int			sqlerrcode;
-	char	   *message;
-} SacUnitError;
 
 /* What one batch did */
 typedef struct SacBatchResult
@@ -99,22 +137,22 @@ typedef struct SacBatchResult
 								 * (-1: none waiting) */
 } SacBatchResult;
 
-extern bool sac_in_worker;
-extern volatile sig_atomic_t sac_stop_requested;
 extern void sac_run_batch(int limit, bool housekeeping, SacBatchResult *result);
-extern bool sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error);
 extern char *sac_installed_version(void);
-extern void sac_report_unit_error(int elevel, const SacUnitError *error,
-								  const char *context);
-extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
-extern void sac_set_local(const char *name, const char *value);
 
 /* oauth.c */
 extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
 
-/* apply.c */
-extern void sac_apply_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt);
-extern int	sac_apply_jobs(SacJob *jobs, int njobs);
+/* resolve.c */
+extern void sac_job_start(SacJob *job);
+extern bool sac_job_advance(SacJob *job);
+extern void sac_job_confirm_gone(SacJob *job);
+extern void sac_tenant_prepare_probe(SacTenant *tenant);
+extern void sac_job_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt);
 extern int64 sac_backoff_ms(int attempts);
+
+/* apply.c */
+extern int	sac_apply_jobs(SacJob *jobs, int njobs);
+extern void sac_apply_tenant_facts(SacTenant *tenants, int ntenants);
 
 #endif							/* SAC_PIPELINE_H */

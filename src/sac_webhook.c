@@ -46,6 +46,7 @@ int			sac_not_found_retries = 3;
 int			sac_not_found_delay_ms = 2000;
 int			sac_deletion_rechecks = 3;
 int			sac_deletion_recheck_delay_ms = 60000;
+int			sac_api_alive_window_s = 600;
 int			sac_token_refresh_margin_s = 60;
 
 SacSharedState *sac_shared = NULL;
@@ -227,6 +228,11 @@ _PG_init(void)
 							"Delay before the first re-check of a DELETION the API does not confirm.",
 							NULL, &sac_deletion_recheck_delay_ms, 60000, 1, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("sac_webhook.api_alive_window",
+							"How recent a 200 from a tenant's API must be for a 404 to delete.",
+							"Without one, a probe of the tenant's ticket list must answer 200 first.",
+							&sac_api_alive_window_s, 600, 0, 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.token_refresh_margin",
 							"Refresh an access token this long before it expires.",
 							NULL, &sac_token_refresh_margin_s, 60, 0, 86400,

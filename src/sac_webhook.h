@@ -102,6 +102,7 @@ extern int	sac_not_found_retries;
 extern int	sac_not_found_delay_ms;
 extern int	sac_deletion_rechecks;
 extern int	sac_deletion_recheck_delay_ms;
+extern int	sac_api_alive_window_s;
 extern int	sac_token_refresh_margin_s;
 extern int	sac_workers;
 
