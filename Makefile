@@ -5,7 +5,7 @@ EXTENSION = sac_webhook
 MODULE_big = sac_webhook
 OBJS = src/sac_webhook.o src/parse.o src/inbox.o src/unit.o src/fetch.o src/oauth.o \
 	src/resolve.o src/apply.o src/pipeline.o src/worker.o
-DATA = sql/sac_webhook--0.1.0.sql sql/sac_webhook--0.1.0--0.1.1.sql
+DATA = sql/sac_webhook--0.1.0.sql sql/sac_webhook--0.1.0--0.2.0.sql
 PGFILEDESC = "sac_webhook - live copy of Magalu SAC tickets fed by webhooks"
 
 # the server headers are system headers: -Wextra has no say on them
@@ -23,6 +23,9 @@ EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# the sources share their headers: a changed header rebuilds them all
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
 
 # The receiver and the mock API are separate programs with their own
 # makefiles; they build and install along with the extension.

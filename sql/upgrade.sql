@@ -36,6 +36,10 @@ SELECT sac_webhook.process();
 ALTER EXTENSION sac_webhook UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'sac_webhook';
 
+-- tenants registered before get their history (unless onboarding_sync is
+-- off, as in these tests' configuration)
+SELECT count(*) AS syncs_queued FROM sac_webhook.syncs;
+
 -- the data is all there
 SELECT tenant_id, name, refresh_token, token_failure_streak, last_token_error, token_retry_at
   FROM sac_webhook.tenants;

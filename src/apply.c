@@ -34,7 +34,12 @@
  *			put the row back in the queue, or mark it dead
  *
  * Rows are upserted in (tenant, id) order, so that two workers never lock
- * the same data rows in opposite orders.  Error texts stored in last_error
+ * the same data rows in opposite orders.  The statements that touch the
+ * data tables are planned at each execution: the tables may be Citus
+ * distributed tables (sac_webhook.distribute_tables()), which Citus can
+ * route only with the parameters' values in hand, and which may become
+ * distributed while a worker runs.  They run once per batch, so the
+ * planning costs little.  Error texts stored in last_error
  * never quote a fetched document.
  *
  *-------------------------------------------------------------------------
@@ -70,6 +75,12 @@ static SPIPlanPtr unlisted_delete_plan = NULL;
 static SPIPlanPtr unlisted_queue_plan = NULL;
 static SPIPlanPtr api_ok_plan = NULL;
 static SPIPlanPtr api_base_plan = NULL;
+static SPIPlanPtr sync_hold_plan = NULL;
+static SPIPlanPtr sync_seen_plan = NULL;
+static SPIPlanPtr sync_checks_plan = NULL;
+static SPIPlanPtr sync_advance_plan = NULL;
+static SPIPlanPtr sync_defer_plan = NULL;
+static SPIPlanPtr sync_progress_plan = NULL;
 
 /*
  * Finish rows we still hold: done.  A row is ours while its lease_owner is
@@ -246,6 +257,79 @@ static const char *const unlisted_queue_sql =
 "  WHERE m.tenant_id = $1 AND m.ticket_id = $2 AND m.id <> ALL ($3::uuid[]) AND m.id <> $4"
 " ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING";
 
+/*
+ * A sync's pages of tickets: the sync must still be ours; the tickets it
+ * lists for the first time are recorded, and the reading of their
+ * messages queued at low priority ...
+ */
+static const char *const sync_hold_sql =
+"SELECT 1 FROM sac_webhook.syncs WHERE id = $1 AND lease_owner = $2 FOR UPDATE";
+
+static const char *const sync_seen_sql =
+"WITH seen AS ("
+"  INSERT INTO sac_webhook.sync_seen (sync_id, ticket_id)"
+"  SELECT $2, x FROM unnest($3::uuid[]) x ON CONFLICT DO NOTHING RETURNING ticket_id),"
+" queued AS ("
+"  INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, priority, sync_id)"
+"  SELECT $1, 'sac_ticket_messages', 'UPDATE', '/v0/tickets/' || s.ticket_id::text || '/messages',"
+"         s.ticket_id, 1, $2 FROM seen s"
+"  ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING"
+"  RETURNING 1)"
+" SELECT (SELECT pg_catalog.count(*) FROM seen)::integer, (SELECT pg_catalog.count(*) FROM queued)::integer";
+
+/*
+ * ... a complete walk of every ticket queues the check of each stored
+ * ticket it did not list (gone, unless the API still serves it) ...
+ */
+static const char *const sync_checks_sql =
+"WITH queued AS ("
+"  INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, priority, sync_id)"
+"  SELECT t.tenant_id, 'sac_ticket', 'UPDATE', '/v0/tickets/' || t.id::text, t.id, 1, $2"
+"    FROM sac_webhook.tickets t"
+"   WHERE t.tenant_id = $1"
+"     AND NOT EXISTS (SELECT 1 FROM sac_webhook.sync_seen v WHERE v.sync_id = $2 AND v.ticket_id = t.id)"
+"  ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING"
+"  RETURNING 1)"
+" SELECT pg_catalog.count(*)::integer FROM queued";
+
+/*
+ * ... and the walk goes on where it stands, or waits for what it queued.
+ * A walk whose full pages bring nothing new three times in a row (a server
+ * that ignores _offset, say) fails.
+ */
+static const char *const sync_advance_sql =
+"UPDATE sac_webhook.syncs"
+"   SET next_offset = $3, page_limit = $4, pages = pages + $5,"
+"       tickets_seen = tickets_seen + $6, message_lists_queued = message_lists_queued + $7,"
+"       checks_queued = checks_queued + $8,"
+"       stalled_pages = CASE WHEN $9 THEN stalled_pages + 1 ELSE 0 END,"
+"       state = CASE WHEN $10 THEN 'confirming' WHEN $9 AND stalled_pages >= 2 THEN 'failed'"
+"                    ELSE 'walking' END,"
+"       walk_finished_at = CASE WHEN $10 THEN pg_catalog.now() END,"
+"       finished_at = CASE WHEN NOT $10 AND $9 AND stalled_pages >= 2 THEN pg_catalog.now() END,"
+"       last_error = CASE WHEN NOT $10 AND $9 AND stalled_pages >= 2"
+"                         THEN 'the ticket list does not advance: full pages bring no ticket not seen before' END,"
+"       attempts = 0, next_attempt_at = pg_catalog.now(), lease_owner = NULL, lease_until = NULL,"
+"       last_http_status = 200"
+" WHERE id = $1 AND lease_owner = $2";
+
+/* A sync that failed this time: again later, or (dead) given up */
+static const char *const sync_defer_sql =
+"UPDATE sac_webhook.syncs"
+"   SET lease_owner = NULL, lease_until = NULL,"
+"       next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => $3 / 1000.0),"
+"       attempts = attempts - $4, last_http_status = coalesce($5, last_http_status),"
+"       last_error = coalesce($6, last_error),"
+"       state = CASE WHEN $7 THEN 'failed' ELSE state END,"
+"       finished_at = CASE WHEN $7 THEN pg_catalog.now() END"
+" WHERE id = $1 AND lease_owner = $2";
+
+/* What message lists read for a sync found */
+static const char *const sync_progress_sql =
+"UPDATE sac_webhook.syncs"
+"   SET messages_seen = messages_seen + $2, messages_deleted = messages_deleted + $3"
+" WHERE id = $1";
+
 /* What the tenant's API showed of itself (sac_apply_tenant_facts) */
 static const char *const api_ok_sql =
 "UPDATE sac_webhook.tenants SET api_ok_at = pg_catalog.now()"
@@ -274,13 +358,20 @@ notify_change(SacJob *job, SacTopic topic, const pg_uuid_t *id, const char *acti
 	char	   *payload;
 
 	sac_uuid_to_cstring(&job->tenant_id, tenant);
-	sac_uuid_to_cstring(&job->ticket_id, ticket);
+	sac_uuid_to_cstring(topic == SAC_TOPIC_TICKET ? id : &job->ticket_id, ticket);
 	sac_uuid_to_cstring(id, resource);
-	payload = psprintf("{\"topic\":\"%s\",\"status\":\"%s\",\"action\":\"%s\","
-					   "\"tenant_id\":\"%s\",\"id\":\"%s\",\"ticket_id\":\"%s\","
-					   "\"inbox_id\":" INT64_FORMAT "}",
-					   sac_topic_name(topic), sac_change_name(job->status),
-					   action, tenant, resource, ticket, job->id);
+	if (job->is_sync)
+		payload = psprintf("{\"topic\":\"%s\",\"status\":\"%s\",\"action\":\"%s\","
+						   "\"tenant_id\":\"%s\",\"id\":\"%s\",\"ticket_id\":\"%s\","
+						   "\"inbox_id\":null,\"sync_id\":" INT64_FORMAT "}",
+						   sac_topic_name(topic), sac_change_name(job->status),
+						   action, tenant, resource, ticket, job->id);
+	else
+		payload = psprintf("{\"topic\":\"%s\",\"status\":\"%s\",\"action\":\"%s\","
+						   "\"tenant_id\":\"%s\",\"id\":\"%s\",\"ticket_id\":\"%s\","
+						   "\"inbox_id\":" INT64_FORMAT "}",
+						   sac_topic_name(topic), sac_change_name(job->status),
+						   action, tenant, resource, ticket, job->id);
 	Async_Notify(SAC_NOTIFY_CHANNEL, payload);
 }
 
@@ -459,7 +550,7 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 
 	for (int i = 0; i < n; i++)
 		if (jobs[i]->held && jobs[i]->topic == topic)
-			cap += jobs[i]->action == SAC_ACT_LIST ? jobs[i]->nlisted : 1;
+			cap += jobs[i]->action == SAC_ACT_UPSERT ? 1 : jobs[i]->nlisted;
 	if (cap == 0)
 		return;
 	rows = palloc(sizeof(UpsertRow) * cap);
@@ -469,7 +560,7 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 
 		if (!job->held || job->topic != topic)
 			continue;
-		if (job->action == SAC_ACT_LIST)
+		if (job->action != SAC_ACT_UPSERT)
 			for (int k = 0; k < job->nlisted; k++)
 			{
 				rows[nrows].job = job;
@@ -485,6 +576,8 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 			nrows++;
 		}
 	}
+	if (nrows == 0)
+		return;
 	if (nrows > 1)
 		qsort(rows, nrows, sizeof(UpsertRow), row_cmp);
 
@@ -511,12 +604,12 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 
 	if (topic == SAC_TOPIC_TICKET)
 	{
-		sac_spi_prepare(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
+		sac_spi_prepare_custom(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
 		ret = SPI_execute_plan(ticket_upsert_plan, values, NULL, false, 0);
 	}
 	else
 	{
-		sac_spi_prepare(&message_upsert_plan, message_upsert_sql, 4, types);
+		sac_spi_prepare_custom(&message_upsert_plan, message_upsert_sql, 4, types);
 		ret = SPI_execute_plan(message_upsert_plan, values, NULL, false, 0);
 	}
 	if (ret != SPI_OK_INSERT_RETURNING)
@@ -574,14 +667,14 @@ delete_resource(SacJob *job)
 	if (ticket)
 	{
 		values[1] = UUIDPGetDatum(&job->ticket_id);
-		sac_spi_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
+		sac_spi_prepare_custom(&ticket_delete_plan, ticket_delete_sql, 2, types);
 		ret = SPI_execute_plan(ticket_delete_plan, values, NULL, false, 0);
 	}
 	else
 	{
 		values[1] = UUIDPGetDatum(&job->message_id);
 		values[2] = UUIDPGetDatum(&job->ticket_id);
-		sac_spi_prepare(&message_delete_plan, message_delete_sql, 3, types);
+		sac_spi_prepare_custom(&message_delete_plan, message_delete_sql, 3, types);
 		ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
 	}
 	if (ret != SPI_OK_DELETE)
@@ -628,7 +721,7 @@ apply_unlisted(SacJob *job)
 
 	if (job->tenant->single_message == SAC_SINGLE_UNSERVED)
 	{
-		sac_spi_prepare(&unlisted_delete_plan, unlisted_delete_sql, 3, types);
+		sac_spi_prepare_custom(&unlisted_delete_plan, unlisted_delete_sql, 3, types);
 		ret = SPI_execute_plan(unlisted_delete_plan, values, NULL, false, 0);
 		if (ret != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
@@ -639,20 +732,126 @@ apply_unlisted(SacJob *job)
 														  SPI_tuptable->tupdesc, 1, &isnull));
 
 			job->changed = true;
+			job->unlisted_deleted++;
 			notify_change(job, SAC_TOPIC_MESSAGE, id, "delete");
 		}
-		if (!job->self_listed)
-			notify_change(job, SAC_TOPIC_MESSAGE, &job->message_id, "delete");
 		return;
 	}
 
 	/* the single resource said 404 too: the message is gone */
-	if (!job->self_listed)
+	if (job->topic == SAC_TOPIC_MESSAGE && !job->self_listed)
+	{
 		delete_resource(job);
-	sac_spi_prepare(&unlisted_queue_plan, unlisted_queue_sql, 4, types);
+		job->unlisted_deleted++;
+	}
+	sac_spi_prepare_custom(&unlisted_queue_plan, unlisted_queue_sql, 4, types);
 	ret = SPI_execute_plan(unlisted_queue_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inbox insert failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * A sync's walk: is the sync still ours?  Sets job->held.
+ */
+static void
+hold_sync(SacJob *job)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = Int32GetDatum(MyProcPid);
+	sac_spi_prepare(&sync_hold_plan, sync_hold_sql, 2, types);
+	if (SPI_execute_plan(sync_hold_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "sync look-up failed");
+	job->held = SPI_processed == 1;
+}
+
+/*
+ * After a sync's tickets were stored: record them as seen, queue the
+ * reading of the messages of those seen for the first time, after a
+ * complete walk of every ticket queue the check of those it did not list,
+ * and move the walk on (see the statements).
+ */
+static void
+advance_sync(SacJob *job)
+{
+	Oid			types[10] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID, INT4OID, INT4OID,
+	INT4OID, BOOLOID, BOOLOID};
+	Datum		values[10];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(job->nlisted, 1));
+	bool		isnull;
+	int			seen;
+	int			queued;
+	int			checks = 0;
+
+	for (int i = 0; i < job->nlisted; i++)
+		ids[i] = UUIDPGetDatum(&job->listed[i].id);
+	values[0] = UUIDPGetDatum(&job->tenant_id);
+	values[1] = Int64GetDatum(job->id);
+	values[2] = PointerGetDatum(construct_array(ids, job->nlisted, UUIDOID, UUID_LEN, false,
+												TYPALIGN_CHAR));
+	{
+		Oid			stypes[3] = {UUIDOID, INT8OID, UUIDARRAYOID};
+
+		sac_spi_prepare(&sync_seen_plan, sync_seen_sql, 3, stypes);
+		if (SPI_execute_plan(sync_seen_plan, values, NULL, false, 0) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "sync update failed");
+		seen = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		queued = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	if (job->walk_complete && job->sync_full)
+	{
+		Oid			ctypes[2] = {UUIDOID, INT8OID};
+
+		sac_spi_prepare_custom(&sync_checks_plan, sync_checks_sql, 2, ctypes);
+		if (SPI_execute_plan(sync_checks_plan, values, NULL, false, 0) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "sync update failed");
+		checks = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (seen > 0 || checks > 0)
+		job->changed = true;
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = Int32GetDatum(MyProcPid);
+	values[2] = Int32GetDatum(job->walk_next_offset);
+	values[3] = Int32GetDatum(job->list_limit);
+	values[4] = Int32GetDatum(job->pages);
+	values[5] = Int32GetDatum(seen);
+	values[6] = Int32GetDatum(queued);
+	values[7] = Int32GetDatum(checks);
+	values[8] = BoolGetDatum(!job->walk_complete && seen == 0);
+	values[9] = BoolGetDatum(job->walk_complete);
+	sac_spi_prepare(&sync_advance_plan, sync_advance_sql, 10, types);
+	if (SPI_execute_plan(sync_advance_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "sync update failed");
+}
+
+/*
+ * A sync's walk failed this time: put it back, or (dead) give it up.
+ */
+static void
+defer_sync(SacJob *job)
+{
+	Oid			types[7] = {INT8OID, INT4OID, INT8OID, INT4OID, INT4OID, TEXTOID, BOOLOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = Int32GetDatum(MyProcPid);
+	values[2] = Int64GetDatum(job->delay_ms);
+	values[3] = Int32GetDatum(job->count_attempt ? 0 : 1);
+	values[4] = Int32GetDatum(job->http_status);
+	nulls[4] = job->http_status == 0 ? 'n' : ' ';
+	values[5] = job->error ? CStringGetTextDatum(job->error) : (Datum) 0;
+	nulls[5] = job->error ? ' ' : 'n';
+	values[6] = BoolGetDatum(job->action == SAC_ACT_DEAD);
+	sac_spi_prepare(&sync_defer_plan, sync_defer_sql, 7, types);
+	if (SPI_execute_plan(sync_defer_plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "sync update failed");
+	job->held = SPI_processed == 1;
 }
 
 /*
@@ -673,7 +872,17 @@ execute(SacJob **jobs, int n, bool skip_locked)
 	{
 		SacJob	   *job = jobs[i];
 
-		if (job->action == SAC_ACT_RETRY || job->action == SAC_ACT_DEAD)
+		if (job->is_sync)
+		{
+			if (job->action == SAC_ACT_SYNC)
+			{
+				hold_sync(job);
+				upserts[nupserts++] = job;
+			}
+			else
+				defer_sync(job);
+		}
+		else if (job->action == SAC_ACT_RETRY || job->action == SAC_ACT_DEAD)
 			execute_defer(job, skip_locked);
 		else if (job->action == SAC_ACT_DELETE)
 			delete_job(job, skip_locked);
@@ -707,8 +916,14 @@ execute(SacJob **jobs, int n, bool skip_locked)
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_TICKET);
 	upsert_jobs(upserts, nupserts, SAC_TOPIC_MESSAGE);
 	for (int i = 0; i < nupserts; i++)
-		if (upserts[i]->held && upserts[i]->action == SAC_ACT_LIST)
+	{
+		if (!upserts[i]->held)
+			continue;
+		if (upserts[i]->action == SAC_ACT_LIST)
 			apply_unlisted(upserts[i]);
+		else if (upserts[i]->action == SAC_ACT_SYNC)
+			advance_sync(upserts[i]);
+	}
 }
 
 /* The jobs of one call to sac_apply_jobs */
@@ -753,6 +968,7 @@ reset_outcome(SacJob *job)
 	job->changed = false;
 	job->parsing = false;
 	job->doc = NULL;
+	job->unlisted_deleted = 0;
 }
 
 /*
@@ -898,4 +1114,47 @@ sac_apply_tenant_facts(SacTenant *tenants, int ntenants)
 		any |= tenants[i].ok_now || tenants[i].single_learned;
 	if (any && !sac_run_unit(tenant_facts_unit, &list, &error))
 		sac_report_unit_error(WARNING, &error, "while recording what the API showed of itself");
+}
+
+/*
+ * Unit: add what the message lists read for syncs found to their progress.
+ */
+static void
+sync_progress_unit(void *arg)
+{
+	JobList    *list = (JobList *) arg;
+	Oid			types[3] = {INT8OID, INT4OID, INT4OID};
+
+	sac_spi_prepare(&sync_progress_plan, sync_progress_sql, 3, types);
+	for (int i = 0; i < list->njobs; i++)
+	{
+		SacJob	   *job = &list->jobs[i];
+		Datum		values[3];
+
+		if (job->sync_id == 0 || !job->held || job->action != SAC_ACT_LIST)
+			continue;
+		values[0] = Int64GetDatum(job->sync_id);
+		values[1] = Int32GetDatum(job->nlisted);
+		values[2] = Int32GetDatum(job->unlisted_deleted);
+		if (SPI_execute_plan(sync_progress_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "sync update failed");
+	}
+}
+
+/*
+ * Count what the batch's message lists found in the progress of the syncs
+ * that queued them (after the batch, in a unit of its own: the syncs' rows
+ * are shared by every worker).  A failure only costs the count.
+ */
+void
+sac_apply_sync_progress(SacJob *jobs, int njobs)
+{
+	JobList		list = {jobs, njobs};
+	SacUnitError error;
+	bool		any = false;
+
+	for (int i = 0; i < njobs && !any; i++)
+		any = jobs[i].sync_id != 0 && jobs[i].held && jobs[i].action == SAC_ACT_LIST;
+	if (any && !sac_run_unit(sync_progress_unit, &list, &error))
+		sac_report_unit_error(WARNING, &error, "while counting the progress of syncs");
 }

@@ -38,24 +38,33 @@
 #include "sac_webhook.h"
 
 PG_FUNCTION_INFO_V1(sac_webhook_receive);
+PG_FUNCTION_INFO_V1(sac_webhook_wake_workers);
 
 static SPIPlanPtr insert_plan = NULL;
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
-static const char *const insert_sql =
-"INSERT INTO sac_webhook.inbox AS i"
-"  (tenant_id, topic, status, resource, ticket_id, message_id)"
-" VALUES ($1, $2, $3::sac_webhook.change, $4, $5, $6)"
-" ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying')"
-" DO UPDATE SET notifications = i.notifications + 1,"
-"               status = EXCLUDED.status,"
-"               last_received_at = EXCLUDED.last_received_at,"
-"               next_attempt_at = CASE WHEN i.state = 'retrying' AND i.last_http_status = 200"
-"                                      THEN least(i.next_attempt_at, EXCLUDED.next_attempt_at)"
-"                                      ELSE i.next_attempt_at END,"
-"               refetch = i.refetch OR i.lease_owner IS NOT NULL"
-" RETURNING id";
+#define INSERT_SQL(priority) \
+"INSERT INTO sac_webhook.inbox AS i" \
+"  (tenant_id, topic, status, resource, ticket_id, message_id)" \
+" VALUES ($1, $2, $3::sac_webhook.change, $4, $5, $6)" \
+" ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying')" \
+" DO UPDATE SET notifications = i.notifications + 1," \
+"               status = EXCLUDED.status," \
+"               last_received_at = EXCLUDED.last_received_at," \
+"               next_attempt_at = CASE WHEN i.state = 'retrying' AND i.last_http_status = 200" \
+"                                      THEN least(i.next_attempt_at, EXCLUDED.next_attempt_at)" \
+"                                      ELSE i.next_attempt_at END," \
+priority \
+"               refetch = i.refetch OR i.lease_owner IS NOT NULL" \
+" RETURNING id"
+
+/*
+ * A notification for a resource that a sync queued makes its row a
+ * notification's (priority 0).  The statement of 0.1.0 inboxes lacks that.
+ */
+static const char *const insert_sql = INSERT_SQL("               priority = 0,");
+static const char *const insert_sql_0_1_0 = INSERT_SQL("");
 
 /*
  * Set the latches of the running workers, if any.
@@ -72,6 +81,37 @@ sac_wake_worker(void)
 		if (latch != NULL)
 			SetLatch(latch);
 	}
+}
+
+/*
+ * Transaction callback: wake the worker once the receipts are committed.
+ */
+static void inbox_xact_callback(XactEvent event, void *arg);
+
+/*
+ * Wake the workers when the current transaction commits.
+ */
+void
+sac_wake_worker_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(inbox_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/*
+ * sac_webhook.wake_workers(): wake the workers at commit (new tenants,
+ * syncs queued).
+ */
+Datum
+sac_webhook_wake_workers(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	sac_wake_worker_at_commit();
+	PG_RETURN_VOID();
 }
 
 /*
@@ -128,8 +168,16 @@ sac_webhook_receive(PG_FUNCTION_ARGS)
 	if (insert_plan == NULL)
 	{
 		Oid			types[6] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID};
-		SPIPlanPtr	plan = SPI_prepare_cursor(insert_sql, 6, types,
-											  CURSOR_OPT_GENERIC_PLAN);
+		SPIPlanPtr	plan;
+
+		/* the installed version's inbox: with priority, or (0.1.0) without */
+		if (SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute a"
+						" WHERE a.attrelid OPERATOR(pg_catalog.=) 'sac_webhook.inbox'::pg_catalog.regclass"
+						"   AND a.attname OPERATOR(pg_catalog.=) 'priority' AND NOT a.attisdropped",
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "catalog look-up failed");
+		plan = SPI_prepare_cursor(SPI_processed == 1 ? insert_sql : insert_sql_0_1_0, 6, types,
+								  CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -154,12 +202,7 @@ sac_webhook_receive(PG_FUNCTION_ARGS)
 									 SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(inbox_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
+	sac_wake_worker_at_commit();
 
 	PG_RETURN_INT64(id);
 }

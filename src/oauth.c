@@ -59,6 +59,7 @@
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr store_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
+static SPIPlanPtr recovery_plan = NULL;
 
 static const char *const read_sql =
 "SELECT t.client_id, t.client_secret, t.refresh_token, t.access_token,"
@@ -91,13 +92,25 @@ static const char *const store_sql =
 "                                 ELSE t.token_refreshed_at END,"
 "       last_token_error = $2,"
 "       token_failure_streak = CASE WHEN $5 IS NOT NULL THEN 0 ELSE t.token_failure_streak + 1 END,"
-"       token_retry_at = CASE WHEN $5 IS NULL THEN " TOKEN_RETRY_AT " END"
+"       token_retry_at = CASE WHEN $5 IS NULL THEN " TOKEN_RETRY_AT " END,"
+"       token_failing_since = CASE WHEN $5 IS NULL"
+"                                  THEN coalesce(t.token_failing_since, pg_catalog.now()) END"
+"  FROM (SELECT o.token_failing_since AS failing_since FROM sac_webhook.tenants o"
+"         WHERE o.tenant_id = $1) o"
 " WHERE t.tenant_id = $1"
-" RETURNING t.token_failure_streak";
+" RETURNING t.token_failure_streak, o.failing_since";
+
+/*
+ * A tenant whose token recovers from failing refreshes is reconciled from
+ * when the failures began: notifications of that time may be lost.
+ */
+static const char *const recovery_sql =
+"SELECT sac_webhook.queue_sync($1, $2, 'recovery')";
 
 static const char *const fail_sql =
 "UPDATE sac_webhook.tenants t"
 "   SET last_token_error = $2, token_failure_streak = t.token_failure_streak + 1,"
+"       token_failing_since = coalesce(t.token_failing_since, pg_catalog.now()),"
 "       token_retry_at = " TOKEN_RETRY_AT
 " WHERE t.tenant_id = $1 RETURNING t.token_failure_streak";
 
@@ -336,6 +349,23 @@ store_unit(void *arg)
 	}
 	r->tenant->access_token = MemoryContextStrdup(r->cxt, access_token);
 	wipe(access_token);
+
+	/* recovered from failing refreshes: reconcile since they began */
+	{
+		Datum		since = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull)
+		{
+			Oid			rtypes[2] = {UUIDOID, TIMESTAMPTZOID};
+			Datum		rvalues[2];
+
+			rvalues[0] = UUIDPGetDatum(&r->tenant->id);
+			rvalues[1] = since;
+			sac_spi_prepare(&recovery_plan, recovery_sql, 2, rtypes);
+			if (SPI_execute_plan(recovery_plan, rvalues, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "sync queue failed");
+		}
+	}
 }
 
 /*

@@ -117,7 +117,8 @@ static char *shown_value(const char *value);
 const char *
 sac_topic_name(SacTopic topic)
 {
-	return topic == SAC_TOPIC_TICKET ? "sac_ticket" : "sac_message";
+	return topic == SAC_TOPIC_TICKET ? "sac_ticket" :
+		topic == SAC_TOPIC_MESSAGE ? "sac_message" : "sac_ticket_messages";
 }
 
 const char *
@@ -661,6 +662,8 @@ sac_format_resource(char *buf, SacTopic topic, const pg_uuid_t *ticket_id,
 	sac_uuid_to_cstring(ticket_id, t);
 	if (topic == SAC_TOPIC_TICKET)
 		snprintf(buf, SAC_RESOURCE_MAXLEN, "/v0/tickets/%s", t);
+	else if (topic == SAC_TOPIC_TICKET_MESSAGES)
+		snprintf(buf, SAC_RESOURCE_MAXLEN, "/v0/tickets/%s/messages", t);
 	else
 	{
 		sac_uuid_to_cstring(message_id, m);

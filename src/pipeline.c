@@ -37,6 +37,10 @@
 PG_FUNCTION_INFO_V1(sac_webhook_process);
 
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr claim_sync_work_plan = NULL;
+static SPIPlanPtr claim_syncs_plan = NULL;
+static SPIPlanPtr syncs_finish_plan = NULL;
+static SPIPlanPtr syncs_periodic_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 
@@ -63,33 +67,138 @@ static SPIPlanPtr next_due_plan = NULL;
  * with the real LIMIT (see claim_unit): a generic plan, guessing from
  * statistics taken during a backlog, could scan the whole inbox instead.
  */
+#define CLAIM_UPDATE \
+"UPDATE sac_webhook.inbox i" \
+"   SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2), lease_owner = $3," \
+"       attempts = i.attempts + 1, last_attempt_at = pg_catalog.now(), refetch = false" \
+"  FROM sac_webhook.tenants t" \
+"       LEFT JOIN sac_webhook.api_bases b" \
+"              ON b.base_url = pg_catalog.rtrim(coalesce(t.api_base_url, $6), '/')" \
+" WHERE i.id = ANY (ARRAY("
+
+/* a row nobody (alive, with its lease running) holds */
+#define CLAIM_FREE(w) \
+"(" w ".lease_owner IS NULL OR " w ".lease_owner = $3 OR " w ".lease_until < pg_catalog.now()" \
+" OR ($5 AND " w ".lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a" \
+"                                       WHERE a.pid IS NOT NULL)))"
+
+/* a tenant whose rows may be worked now */
+#define TENANT_READY(e) \
+"(" e ".enabled AND (" e ".token_retry_at IS NULL OR " e ".token_retry_at <= pg_catalog.now()))"
+
+/* the tenant's columns, at the same positions in every claim (8-10, 13, 14) */
+#define CLAIM_RETURNING \
+" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id," \
+"           i.message_id, i.attempts, t.api_base_url, t.access_token," \
+"           (t.access_token IS NULL OR" \
+"            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false))," \
+"           i.not_found, i.rechecks," \
+"           CASE WHEN b.single_message_served" \
+"                  OR b.learned_at > pg_catalog.now() - interval '1 day'" \
+"                THEN b.single_message_served END," \
+"           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7)," \
+"           i.sync_id"
+
+/* notifications, oldest due first */
 static const char *const claim_sql =
-"UPDATE sac_webhook.inbox i"
+CLAIM_UPDATE
+"        SELECT w.id FROM sac_webhook.inbox w"
+"         WHERE w.state IN ('pending', 'retrying') AND w.priority = 0"
+"           AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w")
+"           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
+"                        WHERE e.tenant_id = w.tenant_id AND " TENANT_READY("e") ")"
+"         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED))"
+"   AND t.tenant_id = i.tenant_id"
+CLAIM_RETURNING;
+
+/*
+ * Work queued by syncs, in what room the notifications leave: at most $8
+ * rows of each tenant, the oldest due first, so that tenants share it.
+ */
+static const char *const claim_sync_work_sql =
+CLAIM_UPDATE
+"        SELECT x.id FROM sac_webhook.tenants e,"
+"               LATERAL (SELECT w.id, w.next_attempt_at FROM sac_webhook.inbox w"
+"                         WHERE w.tenant_id = e.tenant_id AND w.priority = 1"
+"                           AND w.state IN ('pending', 'retrying')"
+"                           AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w")
+"                         ORDER BY w.next_attempt_at LIMIT $8 FOR UPDATE OF w SKIP LOCKED) x"
+"         WHERE " TENANT_READY("e")
+"         ORDER BY x.next_attempt_at LIMIT $1))"
+"   AND t.tenant_id = i.tenant_id"
+CLAIM_RETURNING;
+
+/*
+ * Syncs whose walk is due, of ready tenants, one per tenant at a time; the
+ * columns of the claims above, then the walk's own.
+ */
+static const char *const claim_syncs_sql =
+"UPDATE sac_webhook.syncs s"
 "   SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2), lease_owner = $3,"
-"       attempts = i.attempts + 1, last_attempt_at = pg_catalog.now(), refetch = false"
+"       attempts = s.attempts + 1,"
+"       walk_started_at = coalesce(s.walk_started_at, pg_catalog.now())"
 "  FROM sac_webhook.tenants t"
 "       LEFT JOIN sac_webhook.api_bases b"
 "              ON b.base_url = pg_catalog.rtrim(coalesce(t.api_base_url, $6), '/')"
-" WHERE i.id = ANY (ARRAY("
-"        SELECT w.id FROM sac_webhook.inbox w"
-"         WHERE w.state IN ('pending', 'retrying') AND w.next_attempt_at <= pg_catalog.now()"
-"           AND (w.lease_owner IS NULL OR w.lease_owner = $3 OR w.lease_until < pg_catalog.now()"
-"                OR ($5 AND w.lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a"
-"                                                  WHERE a.pid IS NOT NULL)))"
+" WHERE s.id = ANY (ARRAY("
+"        SELECT w.id FROM sac_webhook.syncs w"
+"         WHERE w.state = 'walking' AND w.next_attempt_at <= pg_catalog.now()"
+"           AND " CLAIM_FREE("w")
 "           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
-"                        WHERE e.tenant_id = w.tenant_id AND e.enabled"
-"                          AND (e.token_retry_at IS NULL OR e.token_retry_at <= pg_catalog.now()))"
+"                        WHERE e.tenant_id = w.tenant_id AND " TENANT_READY("e") ")"
 "         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED))"
-"   AND t.tenant_id = i.tenant_id"
-" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id,"
-"           i.message_id, i.attempts, t.api_base_url, t.access_token,"
+"   AND t.tenant_id = s.tenant_id"
+" RETURNING s.id, 'sync', 'UPDATE', s.tenant_id, NULL::uuid, NULL::uuid, s.attempts,"
+"           t.api_base_url, t.access_token,"
 "           (t.access_token IS NULL OR"
 "            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false)),"
-"           i.not_found, i.rechecks,"
+"           0, 0,"
 "           CASE WHEN b.single_message_served"
 "                  OR b.learned_at > pg_catalog.now() - interval '1 day'"
 "                THEN b.single_message_served END,"
-"           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7)";
+"           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7),"
+"           s.id, s.since IS NULL,"
+"           pg_catalog.to_char((s.since - interval '" SAC_SYNC_OVERLAP "') AT TIME ZONE 'UTC',"
+"                              'YYYY-MM-DD\"T\"HH24:MI:SS'),"
+"           s.next_offset, s.page_limit";
+
+/*
+ * Housekeeping of syncs: a sync whose walk is over and whose queued rows
+ * are all finished is done (its tickets deleted counted, its seen list
+ * dropped) ...
+ */
+static const char *const syncs_finish_sql =
+"WITH done AS ("
+"  UPDATE sac_webhook.syncs s"
+"     SET state = 'done', finished_at = pg_catalog.now(),"
+"         tickets_deleted = (SELECT pg_catalog.count(*) FROM sac_webhook.inbox i"
+"                             WHERE i.sync_id = s.id AND i.topic = 'sac_ticket' AND i.state = 'done'"
+"                               AND i.last_http_status IN (404, 410))"
+"   WHERE s.state = 'confirming'"
+"     AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox i"
+"                      WHERE i.sync_id = s.id AND i.state IN ('pending', 'retrying'))"
+"  RETURNING s.id),"
+" dropped AS (DELETE FROM sac_webhook.sync_seen WHERE sync_id IN (SELECT id FROM done))"
+" SELECT pg_catalog.count(*) FROM done";
+
+/*
+ * ... and each enabled tenant gets a periodic sync every $1 seconds, of
+ * what changed since the previous complete walk began (or since the tenant
+ * was registered), with an overlap.
+ */
+static const char *const syncs_periodic_sql =
+"INSERT INTO sac_webhook.syncs (tenant_id, kind, since)"
+" SELECT t.tenant_id, 'periodic',"
+"        coalesce((SELECT pg_catalog.max(s.walk_started_at) FROM sac_webhook.syncs s"
+"                   WHERE s.tenant_id = t.tenant_id AND s.walk_finished_at IS NOT NULL),"
+"                 t.created_at)"
+"   FROM sac_webhook.tenants t"
+"  WHERE t.enabled"
+"    AND NOT EXISTS (SELECT 1 FROM sac_webhook.syncs s"
+"                     WHERE s.tenant_id = t.tenant_id"
+"                       AND (s.finished_at IS NULL"
+"                            OR s.started_at > pg_catalog.now() - pg_catalog.make_interval(secs => $1)))"
+"    AND t.created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)";
 
 static const char *const prune_sql =
 "DELETE FROM sac_webhook.inbox"
@@ -104,10 +213,14 @@ static const char *const prune_sql =
  * refresh again)
  */
 static const char *const next_due_sql =
-"SELECT (pg_catalog.date_part('epoch', pg_catalog.min(greatest("
-"            w.next_attempt_at, w.lease_until, e.token_retry_at)) - pg_catalog.now()) * 1000)::bigint"
-"  FROM sac_webhook.inbox w JOIN sac_webhook.tenants e ON e.tenant_id = w.tenant_id AND e.enabled"
-" WHERE w.state IN ('pending', 'retrying')";
+"SELECT (pg_catalog.date_part('epoch', pg_catalog.min(due) - pg_catalog.now()) * 1000)::bigint"
+"  FROM (SELECT greatest(w.next_attempt_at, w.lease_until, e.token_retry_at) AS due"
+"          FROM sac_webhook.inbox w JOIN sac_webhook.tenants e ON e.tenant_id = w.tenant_id AND e.enabled"
+"         WHERE w.state IN ('pending', 'retrying')"
+"        UNION ALL"
+"        SELECT greatest(s.next_attempt_at, s.lease_until, e.token_retry_at)"
+"          FROM sac_webhook.syncs s JOIN sac_webhook.tenants e ON e.tenant_id = s.tenant_id AND e.enabled"
+"         WHERE s.state = 'walking') d";
 
 /* State of one batch */
 typedef struct Batch
@@ -180,26 +293,50 @@ collect_claimed(Batch *b)
 		memset(job, 0, sizeof(*job));
 		job->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 		s = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-		job->topic = strcmp(s, "sac_ticket") == 0 ? SAC_TOPIC_TICKET : SAC_TOPIC_MESSAGE;
+		job->is_sync = strcmp(s, "sync") == 0;
+		job->topic = strcmp(s, "sac_ticket") == 0 || job->is_sync ? SAC_TOPIC_TICKET :
+			strcmp(s, "sac_message") == 0 ? SAC_TOPIC_MESSAGE : SAC_TOPIC_TICKET_MESSAGES;
 		s = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
 		job->status = strcmp(s, "CREATION") == 0 ? SAC_CHANGE_CREATION :
 			strcmp(s, "UPDATE") == 0 ? SAC_CHANGE_UPDATE : SAC_CHANGE_DELETION;
 		memcpy(&job->tenant_id, DatumGetUUIDP(SPI_getbinval(tup, td, 4, &isnull)),
 			   sizeof(pg_uuid_t));
-		memcpy(&job->ticket_id, DatumGetUUIDP(SPI_getbinval(tup, td, 5, &isnull)),
-			   sizeof(pg_uuid_t));
+		{
+			Datum		t = SPI_getbinval(tup, td, 5, &isnull);
+
+			if (!isnull)
+				memcpy(&job->ticket_id, DatumGetUUIDP(t), sizeof(pg_uuid_t));
+		}
 		{
 			Datum		m = SPI_getbinval(tup, td, 6, &isnull);
 
 			if (!isnull)
 				memcpy(&job->message_id, DatumGetUUIDP(m), sizeof(pg_uuid_t));
 		}
+		{
+			Datum		d = SPI_getbinval(tup, td, 15, &isnull);
+
+			job->sync_id = isnull ? 0 : DatumGetInt64(d);
+		}
+		if (job->is_sync)
+		{
+			Datum		d;
+
+			job->sync_full = DatumGetBool(SPI_getbinval(tup, td, 16, &isnull));
+			d = SPI_getbinval(tup, td, 17, &isnull);
+			job->sync_since = isnull ? NULL : TextDatumGetCString(d);
+			job->list_offset = DatumGetInt32(SPI_getbinval(tup, td, 18, &isnull));
+			job->list_limit = DatumGetInt32(SPI_getbinval(tup, td, 19, &isnull));
+		}
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 7, &isnull));
 		job->not_found = DatumGetInt32(SPI_getbinval(tup, td, 11, &isnull));
 		job->rechecks = DatumGetInt32(SPI_getbinval(tup, td, 12, &isnull));
 		/* the path is rebuilt from the validated ids, never read back */
-		sac_format_resource(job->resource, job->topic, &job->ticket_id,
-							&job->message_id);
+		if (job->is_sync)
+			strlcpy(job->resource, "/v0/tickets", sizeof(job->resource));
+		else
+			sac_format_resource(job->resource, job->topic, &job->ticket_id,
+								&job->message_id);
 		job->tenant = batch_tenant(b, &job->tenant_id, tup, td);
 		job->cxt = b->cxt;
 	}
@@ -223,8 +360,9 @@ static void
 claim_unit(void *arg)
 {
 	Batch	   *b = (Batch *) arg;
-	Oid			types[7] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID, TEXTOID, INT4OID};
-	Datum		values[7];
+	Oid			types[8] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID, TEXTOID, INT4OID,
+	INT4OID};
+	Datum		values[8];
 	int			ret;
 
 	/* the claim's best plan depends on the LIMIT and the queue: plan each call */
@@ -243,6 +381,27 @@ claim_unit(void *arg)
 		elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
 	collect_claimed(b);
 
+	/* in the room notifications leave: work queued by syncs, then walks */
+	if (b->njobs < b->limit && sac_sync_batch_size > 0)
+	{
+		values[0] = Int32GetDatum(Min(b->limit - b->njobs, sac_sync_batch_size));
+		values[7] = Int32GetDatum(Max(sac_sync_batch_size / 4, 1));
+		sac_spi_prepare_custom(&claim_sync_work_plan, claim_sync_work_sql, 8, types);
+		ret = SPI_execute_plan(claim_sync_work_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
+		collect_claimed(b);
+	}
+	if (b->njobs < b->limit && sac_sync_batch_size > 0)
+	{
+		values[0] = Int32GetDatum(Min(b->limit - b->njobs, SYNCS_PER_BATCH));
+		sac_spi_prepare_custom(&claim_syncs_plan, claim_syncs_sql, 7, types);
+		ret = SPI_execute_plan(claim_syncs_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "sync claim failed: %s", SPI_result_code_string(ret));
+		collect_claimed(b);
+	}
+
 	/* work (and announce changes) in the order notifications arrived */
 	if (b->njobs > 1)
 		qsort(b->jobs, b->njobs, sizeof(SacJob), job_cmp);
@@ -256,6 +415,24 @@ claim_unit(void *arg)
 		ret = SPI_execute_plan(prune_plan, pvalues, NULL, false, 0);
 		if (ret != SPI_OK_DELETE)
 			elog(ERROR, "inbox pruning failed: %s", SPI_result_code_string(ret));
+
+		if (sac_resync_interval_s > 0)
+		{
+			pvalues[0] = Int32GetDatum(sac_resync_interval_s);
+			sac_spi_prepare(&syncs_periodic_plan, syncs_periodic_sql, 1, ptypes);
+			ret = SPI_execute_plan(syncs_periodic_plan, pvalues, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "sync housekeeping failed: %s", SPI_result_code_string(ret));
+		}
+	}
+
+	/* syncs whose queued work is over are done (when idle, or now and then) */
+	if (b->housekeeping || b->njobs == 0)
+	{
+		sac_spi_prepare(&syncs_finish_plan, syncs_finish_sql, 0, NULL);
+		ret = SPI_execute_plan(syncs_finish_plan, NULL, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "sync housekeeping failed: %s", SPI_result_code_string(ret));
 	}
 
 	if (b->njobs == 0)
@@ -482,6 +659,7 @@ sac_run_batch(int limit, bool housekeeping, SacBatchResult *result)
 		}
 	}
 	result->finished = sac_apply_jobs(b.jobs, b.njobs);
+	sac_apply_sync_progress(b.jobs, b.njobs);
 	sac_apply_tenant_facts(b.tenants, b.ntenants);
 }
 

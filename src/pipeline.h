@@ -16,6 +16,12 @@
 #include "fetch.h"
 #include "unit.h"
 
+/* How far back a sync's walk reaches before its `since` */
+#define SAC_SYNC_OVERLAP "5 minutes"
+
+/* Syncs a batch walks at most (each a few pages) */
+#define SYNCS_PER_BATCH 4
+
 /* Whether an API base serves GET /v0/tickets/{ticket}/messages/{message} */
 typedef enum SacSingleMessage
 {
@@ -55,6 +61,7 @@ typedef enum SacApplyAction
 	SAC_ACT_UPSERT,				/* store the fetched document */
 	SAC_ACT_LIST,				/* store the ticket's complete message list */
 	SAC_ACT_DELETE,				/* delete the resource (or its ticket) */
+	SAC_ACT_SYNC,				/* store a sync's pages of tickets */
 	SAC_ACT_RETRY,
 	SAC_ACT_DEAD
 } SacApplyAction;
@@ -64,7 +71,8 @@ typedef enum SacStep
 {
 	SAC_STEP_RESOURCE,			/* the notified resource itself */
 	SAC_STEP_LIST,				/* a page of the ticket's message list */
-	SAC_STEP_TICKET				/* the message's ticket: is it gone? */
+	SAC_STEP_TICKET,			/* the message's ticket: is it gone? */
+	SAC_STEP_SYNC_PAGE			/* a page of the tenant's ticket list */
 } SacStep;
 
 /* A document from a message list, with its id */
@@ -74,10 +82,19 @@ typedef struct SacListedDoc
 	Jsonb	   *doc;
 } SacListedDoc;
 
-/* One claimed inbox row */
+/*
+ * One claimed inbox row, or one claimed sync (is_sync: id is the sync's, and
+ * its walk is read a few pages at a time)
+ */
 typedef struct SacJob
 {
 	int64		id;
+	bool		is_sync;
+	int64		sync_id;		/* the sync that queued the row, or 0 */
+	bool		sync_full;		/* a sync of every ticket */
+	const char *sync_since;		/* updated_at_gte of the walk, or NULL */
+	bool		walk_complete;	/* the walk's last page was read */
+	int			walk_next_offset;	/* where the walk goes on */
 	SacTopic	topic;
 	SacChange	status;
 	pg_uuid_t	tenant_id;
@@ -99,7 +116,8 @@ typedef struct SacJob
 								 * default */
 	int			pages;			/* list pages read */
 	bool		single_not_found;	/* the message's own resource said 404 */
-	SacListedDoc *listed;		/* the ticket's messages so far */
+	SacListedDoc *listed;		/* the ticket's messages (a sync's tickets) so
+								 * far */
 	int			nlisted;
 	int			listed_cap;
 	bool		gone;			/* resolved as gone: deleted once the API is
@@ -119,6 +137,7 @@ typedef struct SacJob
 	bool		self_listed;	/* LIST: the message itself is in the list */
 	const char *rid;			/* " (request id ...)" or "" */
 	int			http_status;	/* for last_http_status; 0: none */
+	int			unlisted_deleted;	/* LIST: stored messages it deleted */
 
 	/* what came of it (apply.c) */
 	Jsonb	   *doc;			/* the fetched document, while applied */
@@ -153,6 +172,7 @@ extern int64 sac_backoff_ms(int attempts);
 
 /* apply.c */
 extern int	sac_apply_jobs(SacJob *jobs, int njobs);
+extern void sac_apply_sync_progress(SacJob *jobs, int njobs);
 extern void sac_apply_tenant_facts(SacTenant *tenants, int ntenants);
 
 #endif							/* SAC_PIPELINE_H */

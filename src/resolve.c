@@ -27,6 +27,17 @@
  * as serving it when it answered 200.  A list that answers 404 means the
  * ticket may be gone: GET /v0/tickets/{t} decides.
  *
+ * A ticket's message list queued by a sync (topic sac_ticket_messages) is
+ * read the same way, with no message of its own.
+ *
+ * Syncs: a claimed sync reads up to SYNC_PAGES_PER_BATCH pages of
+ * GET /v0/tickets?_offset=N&_sort=updated_at:asc[&updated_at_gte=...]:
+ * oldest changes first, so tickets changed during the walk move behind it
+ * and are read again, and each page goes back SYNC_PAGE_OVERLAP entries to
+ * catch what shifted forward.  Whether the server honours the filter and
+ * the sort does not matter for correctness: duplicates are dropped, and a
+ * walk that stops advancing fails.
+ *
  * Deletions: a resource is taken as gone only while the tenant's API is
  * demonstrably answering: a 200 for that tenant in this batch or within
  * sac_webhook.api_alive_window, or else a probe of GET /v0/tickets?_limit=1
@@ -54,6 +65,7 @@
 #include "common/pg_prng.h"
 #endif
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -63,6 +75,12 @@
 
 /* The most pages of one ticket's message list read in one job */
 #define MAX_LIST_PAGES 500
+
+/* Pages of a tenant's ticket list a sync reads per batch */
+#define SYNC_PAGES_PER_BATCH 10
+
+/* Entries of the previous page each page of a sync's walk reads again */
+#define SYNC_PAGE_OVERLAP 2
 
 /*
  * Backoff before the next attempt: base * 2^(attempts-1), capped, with
@@ -156,20 +174,43 @@ prepare_list_page(SacJob *job)
 					psprintf("/v0/tickets/%s/messages?_offset=%d", ticket, job->list_offset));
 }
 
+/* Prepare the request for the next page of a sync's walk */
+static void
+prepare_sync_page(SacJob *job)
+{
+	StringInfoData path;
+
+	initStringInfo(&path);
+	appendStringInfo(&path, "/v0/tickets?_offset=%d&_sort=updated_at:asc", job->list_offset);
+	if (job->list_limit > 0)
+		appendStringInfo(&path, "&_limit=%d", job->list_limit);
+	if (job->sync_since != NULL)
+		appendStringInfo(&path, "&updated_at_gte=%s", job->sync_since);
+	job->step = SAC_STEP_SYNC_PAGE;
+	prepare_get(&job->req, job->tenant, path.data);
+}
+
 /*
  * The first request of a job: its resource, or straight away its ticket's
- * message list when the API base does not serve single messages.
+ * message list when the API base does not serve single messages (or when
+ * the list is the job); for a sync, the next page of its walk.
  */
 void
 sac_job_start(SacJob *job)
 {
 	job->step = SAC_STEP_RESOURCE;
-	job->list_offset = 0;
-	job->list_limit = 0;
+	if (!job->is_sync)
+	{
+		job->list_offset = 0;
+		job->list_limit = 0;
+	}
 	job->pages = 0;
 	job->nlisted = 0;
-	if (job->topic == SAC_TOPIC_MESSAGE &&
-		job->tenant->single_message == SAC_SINGLE_UNSERVED)
+	if (job->is_sync)
+		prepare_sync_page(job);
+	else if (job->topic == SAC_TOPIC_TICKET_MESSAGES ||
+			 (job->topic == SAC_TOPIC_MESSAGE &&
+			  job->tenant->single_message == SAC_SINGLE_UNSERVED))
 		prepare_list_page(job);
 	else
 		prepare_get(&job->req, job->tenant, job->resource);
@@ -447,6 +488,12 @@ advance_list(SacJob *job)
 	/* the complete list */
 	job->http_status = 200;
 	job->rid = request_id_of(&job->req);
+	if (job->topic == SAC_TOPIC_TICKET_MESSAGES)
+	{
+		job->decided = true;
+		job->action = SAC_ACT_LIST;
+		return false;
+	}
 	job->self_listed = list_holds_message(job);
 	if (job->self_listed && job->single_not_found)
 		learn_single(job->tenant, SAC_SINGLE_UNSERVED,
@@ -465,6 +512,49 @@ advance_list(SacJob *job)
 }
 
 /*
+ * A page of a sync's walk answered 200: keep its tickets, and read on up to
+ * SYNC_PAGES_PER_BATCH pages; a short or empty page ends the walk.
+ * Returns true when another request was prepared.
+ */
+static bool
+advance_sync(SacJob *job)
+{
+	PageRead	p;
+	SacUnitError error;
+
+	memset(&p, 0, sizeof(p));
+	p.job = job;
+	job->tenant->ok_now = true;
+	job->http_status = 200;
+	if (!sac_run_unit(read_page_unit, &p, &error))
+	{
+		sac_job_defer(job, psprintf("the API answered a ticket list that is not valid JSON or holds an invalid id (SQLSTATE %s)%s",
+									unpack_sql_state(error.sqlerrcode), request_id_of(&job->req)),
+					  -1, true);
+		return false;
+	}
+	if (p.why != NULL)
+	{
+		sac_job_defer(job, psprintf("%s%s", p.why, request_id_of(&job->req)), -1, true);
+		return false;
+	}
+	job->pages++;
+	job->list_limit = p.max_limit > 0 ? p.max_limit : p.limit;
+	job->walk_complete = p.count == 0 || p.count < p.limit;
+	job->list_offset += p.count > SYNC_PAGE_OVERLAP ? p.count - SYNC_PAGE_OVERLAP : p.count;
+	job->walk_next_offset = job->list_offset;
+	if (!job->walk_complete && job->pages < SYNC_PAGES_PER_BATCH)
+	{
+		prepare_sync_page(job);
+		return true;
+	}
+	job->decided = true;
+	job->action = SAC_ACT_SYNC;
+	job->rid = request_id_of(&job->req);
+	return false;
+}
+
+/*
  * Interpret the answer to the job's current request: decide the job, or
  * prepare its next request (returning true).  A job resolved as gone is
  * left undecided for sac_job_confirm_gone().
@@ -479,6 +569,14 @@ sac_job_advance(SacJob *job)
 
 	switch (job->step)
 	{
+		case SAC_STEP_SYNC_PAGE:
+			if (status == 200)
+				return advance_sync(job);
+			/* 404, 405, 410, 501: the API lists no tickets here */
+			decide_dead(job, psprintf("GET /v0/tickets answered HTTP %ld: the API does not list this tenant's tickets%s",
+									  status, request_id_of(&job->req)));
+			return false;
+
 		case SAC_STEP_RESOURCE:
 			if (status == 200)
 			{

@@ -47,6 +47,9 @@ int			sac_not_found_delay_ms = 2000;
 int			sac_deletion_rechecks = 3;
 int			sac_deletion_recheck_delay_ms = 60000;
 int			sac_api_alive_window_s = 600;
+int			sac_resync_interval_s = 3600;
+int			sac_sync_batch_size = 100;
+bool		sac_onboarding_sync = true;
 int			sac_token_refresh_margin_s = 60;
 
 SacSharedState *sac_shared = NULL;
@@ -233,6 +236,19 @@ _PG_init(void)
 							"Without one, a probe of the tenant's ticket list must answer 200 first.",
 							&sac_api_alive_window_s, 600, 0, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("sac_webhook.resync_interval",
+							"How often each tenant is reconciled with what changed since the last time (0: never).",
+							NULL, &sac_resync_interval_s, 3600, 0, 7 * 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("sac_webhook.sync_batch_size",
+							"Rows of reconciliation work a batch takes at most, in the room notifications leave (0: none).",
+							"A quarter of them at most from one tenant.",
+							&sac_sync_batch_size, 100, 0, 5000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("sac_webhook.onboarding_sync",
+							 "Registering or enabling a tenant queues a full reconciliation of its tickets.",
+							 NULL, &sac_onboarding_sync, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.token_refresh_margin",
 							"Refresh an access token this long before it expires.",
 							NULL, &sac_token_refresh_margin_s, 60, 0, 86400,

@@ -26,11 +26,15 @@
 #include "port/atomics.h"
 #include "utils/uuid.h"
 
-/* Webhook topics */
+/*
+ * Webhook topics, and the inbox's own: a ticket's whole message list, which
+ * reconciliation queues
+ */
 typedef enum SacTopic
 {
 	SAC_TOPIC_TICKET,
-	SAC_TOPIC_MESSAGE
+	SAC_TOPIC_MESSAGE,
+	SAC_TOPIC_TICKET_MESSAGES
 } SacTopic;
 
 /* Change kinds, in the order of the SQL enum sac_webhook.change */
@@ -56,7 +60,7 @@ typedef struct SacNotification
 } SacNotification;
 
 /* The extension version (SQL objects) this library works with */
-#define SAC_EXTENSION_VERSION "0.1.1"
+#define SAC_EXTENSION_VERSION "0.2.0"
 
 /*
  * The search_path of every session that runs the pipeline: the worker runs
@@ -103,6 +107,9 @@ extern int	sac_not_found_delay_ms;
 extern int	sac_deletion_rechecks;
 extern int	sac_deletion_recheck_delay_ms;
 extern int	sac_api_alive_window_s;
+extern int	sac_resync_interval_s;
+extern int	sac_sync_batch_size;
+extern bool sac_onboarding_sync;
 extern int	sac_token_refresh_margin_s;
 extern int	sac_workers;
 
@@ -117,6 +124,7 @@ extern void sac_uuid_to_cstring(const pg_uuid_t *uuid, char *buf);
 
 /* inbox.c */
 extern void sac_wake_worker(void);
+extern void sac_wake_worker_at_commit(void);
 
 /* worker.c */
 extern void sac_register_worker(void);

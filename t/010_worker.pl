@@ -282,7 +282,7 @@ SELECT '$tenant', access_token, now() + interval '1 hour' FROM (SELECT 'tok-1'::
 mock('POST', '/_mock/tokens', '{"access_token": "tok-1"}');
 receive_tickets('CREATION', uuid_of(601));
 wait_drained('worker serves the re-created extension');
-is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets"), '1', 'row applied after re-creation');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sac_webhook.tickets WHERE id = '${\uuid_of(601)}'"), '1', 'row applied after re-creation');
 
 $node->stop;
 done_testing();
