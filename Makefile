@@ -12,7 +12,7 @@ PGFILEDESC = "sac_webhook - live copy of Magalu SAC tickets fed by webhooks"
 PG_CPPFLAGS = -I$(srcdir)/src -isystem $(includedir_server) $(shell curl-config --cflags)
 SHLIB_LINK = $(shell curl-config --libs)
 
-REGRESS = parse parse_limits receive grants process tokens search_path api_timestamp deletions upgrade
+REGRESS = parse parse_limits receive grants process tokens search_path api_timestamp deletions resync upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 ISOLATION = receive_coalesce process_claim token_refresh_busy
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/regress.conf

@@ -250,9 +250,11 @@ static const char *const unlisted_delete_sql =
  * notification would be; one already waiting will do, and is not locked).
  */
 static const char *const unlisted_queue_sql =
-"INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, message_id)"
+"INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, message_id,"
+"                               priority, sync_id)"
 " SELECT m.tenant_id, 'sac_message', 'UPDATE',"
-"        '/v0/tickets/' || m.ticket_id::text || '/messages/' || m.id::text, m.ticket_id, m.id"
+"        '/v0/tickets/' || m.ticket_id::text || '/messages/' || m.id::text, m.ticket_id, m.id,"
+"        CASE WHEN $5 IS NULL THEN 0 ELSE 1 END, $5"
 "   FROM sac_webhook.messages m"
 "  WHERE m.tenant_id = $1 AND m.ticket_id = $2 AND m.id <> ALL ($3::uuid[]) AND m.id <> $4"
 " ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING";
@@ -508,6 +510,13 @@ finish_jobs(SacJob **jobs, int n, int http_status, bool skip_locked)
 	}
 }
 
+/* The table a job's documents go to: tickets or messages */
+static inline SacTopic
+table_of(const SacJob *job)
+{
+	return job->topic == SAC_TOPIC_TICKET_MESSAGES ? SAC_TOPIC_MESSAGE : job->topic;
+}
+
 /* One document to upsert, for a job */
 typedef struct UpsertRow
 {
@@ -549,7 +558,7 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 	int			ret;
 
 	for (int i = 0; i < n; i++)
-		if (jobs[i]->held && jobs[i]->topic == topic)
+		if (jobs[i]->held && table_of(jobs[i]) == topic)
 			cap += jobs[i]->action == SAC_ACT_UPSERT ? 1 : jobs[i]->nlisted;
 	if (cap == 0)
 		return;
@@ -558,7 +567,7 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 	{
 		SacJob	   *job = jobs[i];
 
-		if (!job->held || job->topic != topic)
+		if (!job->held || table_of(job) != topic)
 			continue;
 		if (job->action != SAC_ACT_UPSERT)
 			for (int k = 0; k < job->nlisted; k++)
@@ -706,8 +715,9 @@ delete_job(SacJob *job, bool skip_locked)
 static void
 apply_unlisted(SacJob *job)
 {
-	Oid			types[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDOID};
-	Datum		values[4];
+	Oid			types[5] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDOID, INT8OID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	Datum	   *ids = palloc(sizeof(Datum) * Max(job->nlisted, 1));
 	int			ret;
 
@@ -718,6 +728,9 @@ apply_unlisted(SacJob *job)
 	values[2] = PointerGetDatum(construct_array(ids, job->nlisted, UUIDOID, UUID_LEN, false,
 												TYPALIGN_CHAR));
 	values[3] = UUIDPGetDatum(&job->message_id);
+	/* what a sync's work queues is the sync's work too */
+	values[4] = Int64GetDatum(job->sync_id);
+	nulls[4] = job->sync_id == 0 ? 'n' : ' ';
 
 	if (job->tenant->single_message == SAC_SINGLE_UNSERVED)
 	{
@@ -744,8 +757,8 @@ apply_unlisted(SacJob *job)
 		delete_resource(job);
 		job->unlisted_deleted++;
 	}
-	sac_spi_prepare_custom(&unlisted_queue_plan, unlisted_queue_sql, 4, types);
-	ret = SPI_execute_plan(unlisted_queue_plan, values, NULL, false, 0);
+	sac_spi_prepare_custom(&unlisted_queue_plan, unlisted_queue_sql, 5, types);
+	ret = SPI_execute_plan(unlisted_queue_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inbox insert failed: %s", SPI_result_code_string(ret));
 }
