@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench/run.sh -- run every sac_webhook benchmark and print one table.
 #
-#   bench/run.sh                  all of them (about 6-7 minutes on 2 cores)
+#   bench/run.sh                  all of them (about 10 minutes on 2 cores)
 #   QUICK=1 bench/run.sh          smaller sizes: a smoke run (about 2 minutes)
 #   bench/run.sh parse receiver   only the named ones (then results.md is not written)
 #
@@ -15,7 +15,9 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH_DIR/lib.sh"
 BENCH_NAME=run
 
-ALL=(parse receive worker receiver)
+ALL=(parse receive worker receiver sync)
+# the scale-out figure where Citus is installed (scripts/install-citus.sh)
+[ -f "$(/usr/lib/postgresql/15/bin/pg_config --pkglibdir)/citus.so" ] && ALL+=(citus)
 if [ $# -gt 0 ]; then
 	SELECTED=("$@")
 	for b in "${SELECTED[@]}"; do

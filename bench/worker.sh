@@ -57,7 +57,7 @@ DRAIN_TIMEOUT=900 # seconds; a drain that takes longer fails the benchmark
 # --- the mock API -------------------------------------------------------------
 MOCK_PORT=$(free_port)
 MOCK_URL=http://127.0.0.1:$MOCK_PORT
-start_bg mock "$PGBIN/sac_webhook_mock_api" --listen "127.0.0.1:$MOCK_PORT" --auto --quiet \
+start_bg mock "$PGBIN/sac_webhook_mock_api" --listen "127.0.0.1:$MOCK_PORT" --auto --auto-max 0 --quiet \
 	--access-token "$MOCK_TOKEN" --threads "$MOCK_THREADS"
 MOCK_PID=$BG_PID
 wait_http "$MOCK_URL/_mock/health"

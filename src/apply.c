@@ -1084,7 +1084,7 @@ tenant_facts_unit(void *arg)
 	{
 		SacTenant  *t = &list->tenants[i];
 
-		if (t->ok_now)
+		if (t->ok_now && !t->ok_fresh)
 			ids[nids++] = UUIDPGetDatum(&t->id);
 		if (t->single_learned)
 		{
@@ -1124,7 +1124,7 @@ sac_apply_tenant_facts(SacTenant *tenants, int ntenants)
 	bool		any = false;
 
 	for (int i = 0; i < ntenants; i++)
-		any |= tenants[i].ok_now || tenants[i].single_learned;
+		any |= (tenants[i].ok_now && !tenants[i].ok_fresh) || tenants[i].single_learned;
 	if (any && !sac_run_unit(tenant_facts_unit, &list, &error))
 		sac_report_unit_error(WARNING, &error, "while recording what the API showed of itself");
 }

@@ -41,6 +41,7 @@ static SPIPlanPtr claim_sync_work_plan = NULL;
 static SPIPlanPtr claim_syncs_plan = NULL;
 static SPIPlanPtr syncs_finish_plan = NULL;
 static SPIPlanPtr syncs_periodic_plan = NULL;
+static SPIPlanPtr sync_pending_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 
@@ -86,7 +87,7 @@ static SPIPlanPtr next_due_plan = NULL;
 #define TENANT_READY(e) \
 "(" e ".enabled AND (" e ".token_retry_at IS NULL OR " e ".token_retry_at <= pg_catalog.now()))"
 
-/* the tenant's columns, at the same positions in every claim (8-10, 13, 14) */
+/* the tenant's columns, at the same positions in every claim (8-10, 13, 14, 16) */
 #define CLAIM_RETURNING \
 " RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id," \
 "           i.message_id, i.attempts, t.api_base_url, t.access_token," \
@@ -97,7 +98,7 @@ static SPIPlanPtr next_due_plan = NULL;
 "                  OR b.learned_at > pg_catalog.now() - interval '1 day'" \
 "                THEN b.single_message_served END," \
 "           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7)," \
-"           i.sync_id"
+"           i.sync_id, t.api_ok_at > pg_catalog.now() - interval '1 minute'"
 
 /* notifications, oldest due first */
 static const char *const claim_sql =
@@ -157,10 +158,16 @@ static const char *const claim_syncs_sql =
 "                  OR b.learned_at > pg_catalog.now() - interval '1 day'"
 "                THEN b.single_message_served END,"
 "           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7),"
-"           s.id, s.since IS NULL,"
+"           s.id, t.api_ok_at > pg_catalog.now() - interval '1 minute', s.since IS NULL,"
 "           pg_catalog.to_char((s.since - interval '" SAC_SYNC_OVERLAP "') AT TIME ZONE 'UTC',"
 "                              'YYYY-MM-DD\"T\"HH24:MI:SS'),"
 "           s.next_offset, s.page_limit";
+
+/* Is there reconciliation work: rows a sync queued, walks? (cheap probes) */
+static const char *const sync_pending_sql =
+"SELECT EXISTS (SELECT 1 FROM sac_webhook.inbox w"
+"                WHERE w.state IN ('pending', 'retrying') AND w.priority = 1),"
+"       EXISTS (SELECT 1 FROM sac_webhook.syncs s WHERE s.state = 'walking')";
 
 /*
  * Housekeeping of syncs: a sync whose walk is over and whose queued rows
@@ -270,6 +277,8 @@ batch_tenant(Batch *b, const pg_uuid_t *id, HeapTuple tup, TupleDesc td)
 			DatumGetBool(d) ? SAC_SINGLE_SERVED : SAC_SINGLE_UNSERVED;
 		d = SPI_getbinval(tup, td, 14, &isnull);
 		t->ok_recently = !isnull && DatumGetBool(d);
+		d = SPI_getbinval(tup, td, 16, &isnull);
+		t->ok_fresh = !isnull && DatumGetBool(d);
 		return t;
 	}
 }
@@ -322,11 +331,11 @@ collect_claimed(Batch *b)
 		{
 			Datum		d;
 
-			job->sync_full = DatumGetBool(SPI_getbinval(tup, td, 16, &isnull));
-			d = SPI_getbinval(tup, td, 17, &isnull);
+			job->sync_full = DatumGetBool(SPI_getbinval(tup, td, 17, &isnull));
+			d = SPI_getbinval(tup, td, 18, &isnull);
 			job->sync_since = isnull ? NULL : TextDatumGetCString(d);
-			job->list_offset = DatumGetInt32(SPI_getbinval(tup, td, 18, &isnull));
-			job->list_limit = DatumGetInt32(SPI_getbinval(tup, td, 19, &isnull));
+			job->list_offset = DatumGetInt32(SPI_getbinval(tup, td, 19, &isnull));
+			job->list_limit = DatumGetInt32(SPI_getbinval(tup, td, 20, &isnull));
 		}
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, td, 7, &isnull));
 		job->not_found = DatumGetInt32(SPI_getbinval(tup, td, 11, &isnull));
@@ -364,6 +373,9 @@ claim_unit(void *arg)
 	INT4OID};
 	Datum		values[8];
 	int			ret;
+	bool		isnull;
+	bool		sync_work = false;
+	bool		walks = false;
 
 	/* the claim's best plan depends on the LIMIT and the queue: plan each call */
 	sac_spi_prepare_custom(&claim_plan, claim_sql, 7, types);
@@ -384,6 +396,16 @@ claim_unit(void *arg)
 	/* in the room notifications leave: work queued by syncs, then walks */
 	if (b->njobs < b->limit && sac_sync_batch_size > 0)
 	{
+		sac_spi_prepare(&sync_pending_plan, sync_pending_sql, 0, NULL);
+		/* not read-only: in process(), what earlier units queued must show */
+		if (SPI_execute_plan(sync_pending_plan, NULL, NULL, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "sync look-up failed");
+		sync_work = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		walks = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	if (sync_work && b->njobs < b->limit)
+	{
 		values[0] = Int32GetDatum(Min(b->limit - b->njobs, sac_sync_batch_size));
 		values[7] = Int32GetDatum(Max(sac_sync_batch_size / 4, 1));
 		sac_spi_prepare_custom(&claim_sync_work_plan, claim_sync_work_sql, 8, types);
@@ -392,7 +414,7 @@ claim_unit(void *arg)
 			elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
 		collect_claimed(b);
 	}
-	if (b->njobs < b->limit && sac_sync_batch_size > 0)
+	if (walks && b->njobs < b->limit)
 	{
 		values[0] = Int32GetDatum(Min(b->limit - b->njobs, SYNCS_PER_BATCH));
 		sac_spi_prepare_custom(&claim_syncs_plan, claim_syncs_sql, 7, types);
@@ -437,8 +459,6 @@ claim_unit(void *arg)
 
 	if (b->njobs == 0)
 	{
-		bool		isnull;
-
 		sac_spi_prepare(&next_due_plan, next_due_sql, 0, NULL);
 		ret = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
 		if (ret != SPI_OK_SELECT)

@@ -50,6 +50,7 @@ typedef struct SacTenant
 	bool		single_learned; /* single_message changed in this batch */
 	const char *single_evidence;	/* why, for api_bases.evidence */
 	bool		ok_recently;	/* answered 200 within sac_webhook.api_alive_window */
+	bool		ok_fresh;		/* ... within the last minute: no need to say so */
 	bool		ok_now;			/* answered 200 in this batch */
 	SacHttpRequest probe;		/* a request that shows the API answers */
 	bool		probed;

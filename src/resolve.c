@@ -361,6 +361,7 @@ json_count(JsonbValue *v)
 typedef struct PageRead
 {
 	SacJob	   *job;
+	const char *what;			/* "message list", "ticket list" */
 	const char *why;			/* not the documented shape: why */
 	int			count;			/* results on the page */
 	int			limit;			/* meta.page.limit */
@@ -397,7 +398,8 @@ read_page_unit(void *arg)
 		(results = member(&page->root, "results")) == NULL || results->type != jbvBinary ||
 		!JsonContainerIsArray(results->val.binary.data))
 	{
-		p->why = "the API answered a message list that is not the documented shape (meta.page, results)";
+		p->why = psprintf("the API answered a %s that is not the documented shape (meta.page, results)",
+						  p->what);
 		MemoryContextSwitchTo(old);
 		return;
 	}
@@ -405,7 +407,7 @@ read_page_unit(void *arg)
 	p->max_limit = json_count(member(pg->val.binary.data, "max_limit"));
 	if (p->limit <= 0)
 	{
-		p->why = "the API answered a message list without a positive meta.page.limit";
+		p->why = psprintf("the API answered a %s without a positive meta.page.limit", p->what);
 		MemoryContextSwitchTo(old);
 		return;
 	}
@@ -423,7 +425,8 @@ read_page_unit(void *arg)
 			(id = member(v.val.binary.data, "id")) == NULL || id->type != jbvString ||
 			id->val.string.len != 36)
 		{
-			p->why = "the API answered a message list with an entry that is not a message object with an \"id\"";
+			p->why = psprintf("the API answered a %s with an entry that is not an object with an \"id\"",
+							  p->what);
 			break;
 		}
 		text = pnstrdup(id->val.string.val, id->val.string.len);
@@ -445,6 +448,35 @@ list_holds_message(const SacJob *job)
 }
 
 /*
+ * Read the page of a list (of what: for error texts) that answered 200 into
+ * the job's list.  Returns false, the job deferred with the reason, when it
+ * is not valid JSON of the documented shape.
+ */
+static bool
+read_page(SacJob *job, const char *what, PageRead *p)
+{
+	SacUnitError error;
+
+	memset(p, 0, sizeof(*p));
+	p->job = job;
+	p->what = what;
+	job->tenant->ok_now = true;
+	if (!sac_run_unit(read_page_unit, p, &error))
+	{
+		sac_job_defer(job, psprintf("the API answered a %s that is not valid JSON or holds an invalid id (SQLSTATE %s)%s",
+									what, unpack_sql_state(error.sqlerrcode), request_id_of(&job->req)),
+					  -1, true);
+		return false;
+	}
+	if (p->why != NULL)
+	{
+		sac_job_defer(job, psprintf("%s%s", p->why, request_id_of(&job->req)), -1, true);
+		return false;
+	}
+	return true;
+}
+
+/*
  * A page of the message list answered 200: keep its messages, and ask for
  * the next page unless this one ended the list.  Returns true when another
  * request was prepared.
@@ -453,23 +485,9 @@ static bool
 advance_list(SacJob *job)
 {
 	PageRead	p;
-	SacUnitError error;
 
-	memset(&p, 0, sizeof(p));
-	p.job = job;
-	job->tenant->ok_now = true;
-	if (!sac_run_unit(read_page_unit, &p, &error))
-	{
-		sac_job_defer(job, psprintf("the API answered a message list that is not valid JSON or holds an invalid id (SQLSTATE %s)%s",
-									unpack_sql_state(error.sqlerrcode), request_id_of(&job->req)),
-					  -1, true);
+	if (!read_page(job, "message list", &p))
 		return false;
-	}
-	if (p.why != NULL)
-	{
-		sac_job_defer(job, psprintf("%s%s", p.why, request_id_of(&job->req)), -1, true);
-		return false;
-	}
 	job->pages++;
 	if (p.count > 0 && p.count >= p.limit)
 	{
@@ -520,24 +538,10 @@ static bool
 advance_sync(SacJob *job)
 {
 	PageRead	p;
-	SacUnitError error;
 
-	memset(&p, 0, sizeof(p));
-	p.job = job;
-	job->tenant->ok_now = true;
 	job->http_status = 200;
-	if (!sac_run_unit(read_page_unit, &p, &error))
-	{
-		sac_job_defer(job, psprintf("the API answered a ticket list that is not valid JSON or holds an invalid id (SQLSTATE %s)%s",
-									unpack_sql_state(error.sqlerrcode), request_id_of(&job->req)),
-					  -1, true);
+	if (!read_page(job, "ticket list", &p))
 		return false;
-	}
-	if (p.why != NULL)
-	{
-		sac_job_defer(job, psprintf("%s%s", p.why, request_id_of(&job->req)), -1, true);
-		return false;
-	}
 	job->pages++;
 	job->list_limit = p.max_limit > 0 ? p.max_limit : p.limit;
 	job->walk_complete = p.count == 0 || p.count < p.limit;
