@@ -227,6 +227,14 @@ SELECT sac_webhook.receive(pg_temp.n('CREATION', '10000000-0000-4000-8000-000000
 SELECT sac_webhook.process() AS finished;
 SELECT * FROM pg_temp.row_of('10000000-0000-4000-8000-000000000017');
 
+-- A document holding \u0000 (which jsonb and text cannot store) is stored
+-- with U+FFFD in its place; an escaped backslash before "u0000" is text
+\! test/mock_ctl PUT /_mock/v0/tickets/10000000-0000-4000-8000-000000000018 '{"id": "10000000-0000-4000-8000-000000000018", "status": "open", "reason": "a\u0000b", "code": "c\\u0000d", "updated_at": "2024-08-07T13:42:46"}'
+SELECT sac_webhook.receive(pg_temp.n('CREATION', '10000000-0000-4000-8000-000000000018')) > 0 AS received;
+SELECT sac_webhook.process() AS finished;
+SELECT reason = E'a\uFFFDb' AS replaced, data->>'reason' = E'a\uFFFDb' AS in_data, code
+  FROM sac_webhook.tickets WHERE id = '10000000-0000-4000-8000-000000000018';
+
 -- Tokens and secrets appear nowhere but in tenants: the initial ones and
 -- every one the token endpoint issued on the way (at-N, rt-N)
 SELECT count(*) AS leaks FROM sac_webhook.inbox i

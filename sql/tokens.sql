@@ -138,6 +138,12 @@ SELECT * FROM pg_temp.tenant();
 SELECT sac_webhook.process() AS finished;
 SELECT * FROM pg_temp.tenant();
 SELECT count(*) AS waiting FROM sac_webhook.inbox WHERE state <> 'done';
+-- the token recovered: notifications of the time it failed may be lost, so
+-- a sync of what changed since the failures began is queued
+SELECT kind, since IS NOT NULL AND since <= now() AS since_failures_began, state
+  FROM sac_webhook.syncs;
+SELECT token_failing_since FROM sac_webhook.tenants;
+DELETE FROM sac_webhook.syncs;
 
 -- A refresh cancelled half-way (statement_timeout during a slow token
 -- request) releases the tenant's refresh lock

@@ -42,6 +42,8 @@ sac_webhook.retry_max_delay = '2s'
 sac_webhook.request_timeout = '5s'
 sac_webhook.connect_timeout = '1s'
 sac_webhook.max_attempts = 1000
+# SQLSTATEs in the log: a wrapped error keeps its own
+log_error_verbosity = verbose
 });
 start_mock();
 $node->start;
@@ -207,6 +209,9 @@ ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM sac_webhook.tic
 ok($node->poll_query_until('postgres',
 	"SELECT pg_read_file('" . $node->logfile . "', $held_offset, 100000) ~ 'due to lock time[o]ut'"),
 	'the worker gives up waiting for the held row');
+like(slurp_file($node->logfile, $held_offset),
+	qr/WARNING:  55P03: canceling statement due to lock timeout\n.*CONTEXT:  while finishing inbox row/s,
+	'the error keeps its SQLSTATE (55P03), with what was being done as its context');
 $bg->query_safe('COMMIT');
 $bg->quit;
 $t0 = time();
