@@ -181,9 +181,11 @@ pg_start()
 		shared_preload_libraries = 'sac_webhook'
 		sac_webhook.database = 'postgres'
 		sac_webhook.workers = 0
-		# the benchmarks measure notifications (bench/sync.sh the syncs)
+		# the benchmarks measure notifications (bench/sync.sh the syncs), and
+		# the mock serves what a DELETION names: no re-checks to wait for
 		sac_webhook.onboarding_sync = off
 		sac_webhook.resync_interval = 0
+		sac_webhook.deletion_rechecks = 0
 		${1:-}
 	EOF
 	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start \

@@ -24,25 +24,22 @@ LIVE_RATE=5				# notifications per second of the other seller
 
 MOCK_PORT=$(free_port)
 MOCK_URL=http://127.0.0.1:$MOCK_PORT
-start_bg mock "$PGBIN/sac_webhook_mock_api" --listen "127.0.0.1:$MOCK_PORT" --auto-max 0 --quiet \
+start_bg mock "$PGBIN/sac_webhook_mock_api" --listen "127.0.0.1:$MOCK_PORT" --auto --auto-max 0 --quiet \
 	--access-token "$MOCK_TOKEN" --threads 2
 wait_http "$MOCK_URL/_mock/health"
 
 # the history: N tickets with MESSAGES messages each, in the mock's store of seller "a"
 log "storing $N_TICKETS tickets with $MESSAGES messages each in the mock"
-cfg=$WORK/seed.curl
-: >"$cfg"
+put() { curl -sf -o /dev/null -X PUT -H 'Content-Type: application/json' --data-binary "$2" "$MOCK_URL/_mock/sellers/a$1" \
+	|| die "could not store $1 in the mock"; }
 for i in $(seq "$N_TICKETS"); do
 	t=$(printf '50000000-0000-4000-8000-%012d' "$i")
-	printf 'url = "%s/_mock/sellers/a/v0/tickets/%s"\nrequest = "PUT"\nheader = "Content-Type: application/json"\ndata = "{\\"id\\": \\"%s\\", \\"status\\": \\"open\\", \\"updated_at\\": \\"2024-08-07T13:42:46\\"}"\noutput = "/dev/null"\n' \
-		"$MOCK_URL" "$t" "$t" >>"$cfg"
+	put "/v0/tickets/$t" "{\"id\": \"$t\", \"status\": \"open\", \"updated_at\": \"2024-08-07T13:42:46\"}"
 	for j in $(seq "$MESSAGES"); do
 		m=$(printf '6%07d-0000-4000-8000-%012d' "$i" "$j")
-		printf 'url = "%s/_mock/sellers/a/v0/tickets/%s/messages/%s"\nrequest = "PUT"\nheader = "Content-Type: application/json"\ndata = "{\\"id\\": \\"%s\\", \\"message\\": \\"m\\", \\"ticket\\": {\\"id\\": \\"%s\\"}, \\"created_at\\": \\"2024-08-09T13:30:38Z\\"}"\noutput = "/dev/null"\n' \
-			"$MOCK_URL" "$t" "$m" "$m" "$t" >>"$cfg"
+		put "/v0/tickets/$t/messages/$m" "{\"id\": \"$m\", \"message\": \"m\", \"ticket\": {\"id\": \"$t\"}, \"created_at\": \"2024-08-09T13:30:38Z\"}"
 	done
 done
-curl -sf --parallel --parallel-max 16 -K "$cfg" || die "could not store the history in the mock"
 
 pg_start "sac_webhook.workers = $WORKERS
 sac_webhook.api_base_url = '$MOCK_URL'

@@ -116,20 +116,30 @@ SELECT count(*) AS tickets FROM sac_webhook.tickets;
 \! test/mock_ctl POST /_mock/config '{"list_ignores_filters": false}'
 
 -- An API without the single message resource: a message is read through
--- its ticket's list, which is learnt, and later messages go straight to
+-- its ticket's list; three such 404s for listed messages teach that the
+-- base does not serve single messages, and later messages go straight to
 -- the list; moderation and deletion work the same way
 \! test/mock_ctl POST /_mock/config '{"single_message": "off"}'
 \! test/mock_ctl PUT /_mock/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000001 '{"id": "60000004-0000-4000-8000-000000000001", "message": "first", "ticket": {"id": "50000000-0000-4000-8000-000000000004"}, "moderation": {"status": "new"}, "created_at": "2024-09-02T10:00:01Z"}'
 SELECT sac_webhook.receive(pg_temp.note('a1000000-0000-4000-8000-000000000001', 'CREATION', pg_temp.t(4), pg_temp.m(4, 1))) > 0 AS received;
 SELECT sac_webhook.process() AS finished;
 SELECT id, message, status FROM sac_webhook.messages WHERE ticket_id = pg_temp.t(4);
-SELECT base_url = :'base' || '/sellers/s1' AS this_base, single_message_served, evidence FROM sac_webhook.api_bases;
+SELECT base_url = :'base' || '/sellers/s1' AS this_base, single_message_served, not_served_signs, evidence FROM sac_webhook.api_bases;
 \! test/mock_ctl PUT /_mock/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000002 '{"id": "60000004-0000-4000-8000-000000000002", "message": "second", "ticket": {"id": "50000000-0000-4000-8000-000000000004"}, "created_at": "2024-09-02T10:00:02Z"}'
 \! test/mock_ctl PUT /_mock/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000001 '{"id": "60000004-0000-4000-8000-000000000001", "message": "first", "ticket": {"id": "50000000-0000-4000-8000-000000000004"}, "moderation": {"status": "blocked", "updated_at": "2024-09-02T11:00:00"}, "created_at": "2024-09-02T10:00:01Z"}'
 SELECT sac_webhook.receive(pg_temp.note('a1000000-0000-4000-8000-000000000001', 'CREATION', pg_temp.t(4), pg_temp.m(4, 2))) > 0 AS received;
 SELECT sac_webhook.process() AS finished;
 SELECT id, message, status FROM sac_webhook.messages WHERE ticket_id = pg_temp.t(4) ORDER BY id;
-\! test/mock_ctl GET '/_mock/count?path=/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000002'
+\! test/mock_ctl PUT /_mock/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000003 '{"id": "60000004-0000-4000-8000-000000000003", "message": "third", "ticket": {"id": "50000000-0000-4000-8000-000000000004"}, "created_at": "2024-09-02T10:00:03Z"}'
+SELECT sac_webhook.receive(pg_temp.note('a1000000-0000-4000-8000-000000000001', 'CREATION', pg_temp.t(4), pg_temp.m(4, 3))) > 0 AS received;
+SELECT sac_webhook.process() AS finished;
+SELECT single_message_served, not_served_signs FROM sac_webhook.api_bases;
+\! test/mock_ctl PUT /_mock/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000004 '{"id": "60000004-0000-4000-8000-000000000004", "message": "fourth", "ticket": {"id": "50000000-0000-4000-8000-000000000004"}, "created_at": "2024-09-02T10:00:04Z"}'
+SELECT sac_webhook.receive(pg_temp.note('a1000000-0000-4000-8000-000000000001', 'CREATION', pg_temp.t(4), pg_temp.m(4, 4))) > 0 AS received;
+SELECT sac_webhook.process() AS finished;
+SELECT count(*) AS messages FROM sac_webhook.messages WHERE ticket_id = pg_temp.t(4);
+\! test/mock_ctl GET '/_mock/count?path=/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000003'
+\! test/mock_ctl GET '/_mock/count?path=/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000004'
 \! test/mock_ctl DELETE /_mock/sellers/s1/v0/tickets/50000000-0000-4000-8000-000000000004/messages/60000004-0000-4000-8000-000000000002
 SELECT sac_webhook.receive(pg_temp.note('a1000000-0000-4000-8000-000000000001', 'DELETION', pg_temp.t(4), pg_temp.m(4, 2))) > 0 AS received;
 SELECT sac_webhook.process() AS finished;

@@ -119,6 +119,7 @@ COMMENT ON COLUMN @extschema@.tenants.api_ok_at IS
 CREATE TABLE @extschema@.api_bases (
 	base_url text PRIMARY KEY,
 	single_message_served boolean NOT NULL,
+	not_served_signs integer NOT NULL DEFAULT 0,	-- 404s for listed messages in a row
 	learned_at timestamptz NOT NULL DEFAULT now(),
 	evidence text
 );

@@ -23,10 +23,8 @@
  *			(updated_at); a message blocked by moderation loses its text and
  *			attachments; NOTIFY
  *	LIST	store every message of the ticket's complete list; delete the
- *			notified message if the list lacks it; stored messages of the
- *			ticket that the list lacks are deleted when the API base does
- *			not serve single messages, and otherwise queued to be checked
- *			one by one
+ *			notified message if the list lacks it; queue the ticket's other
+ *			stored messages that the list lacks to be checked one by one
  *	DELETE	delete the resource (a ticket with its messages; a message only
  *			under the ticket of its path; a message's ticket when that is
  *			gone); NOTIFY
@@ -34,12 +32,8 @@
  *			put the row back in the queue, or mark it dead
  *
  * Rows are upserted in (tenant, id) order, so that two workers never lock
- * the same data rows in opposite orders.  The statements that touch the
- * data tables are planned at each execution: the tables may be Citus
- * distributed tables (sac_webhook.distribute_tables()), which Citus can
- * route only with the parameters' values in hand, and which may become
- * distributed while a worker runs.  They run once per batch, so the
- * planning costs little.  Error texts stored in last_error
+ * the same data rows in opposite orders.  The data tables may be Citus
+ * distributed tables (sac_webhook.distribute_tables()): see data_prepare.  Error texts stored in last_error
  * never quote a fetched document.
  *
  *-------------------------------------------------------------------------
@@ -53,6 +47,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "pipeline.h"
@@ -71,7 +66,6 @@ static SPIPlanPtr ticket_upsert_plan = NULL;
 static SPIPlanPtr message_upsert_plan = NULL;
 static SPIPlanPtr ticket_delete_plan = NULL;
 static SPIPlanPtr message_delete_plan = NULL;
-static SPIPlanPtr unlisted_delete_plan = NULL;
 static SPIPlanPtr unlisted_queue_plan = NULL;
 static SPIPlanPtr api_ok_plan = NULL;
 static SPIPlanPtr api_base_plan = NULL;
@@ -170,6 +164,67 @@ inbox_plan(bool skip_locked, SPIPlanPtr *waits, const char *waits_sql, SPIPlanPt
 }
 
 /*
+ * Whether the data tables are Citus distributed tables, as last looked up,
+ * and when (see data_prepare).
+ */
+static bool data_distributed = false;
+static TimestampTz data_checked_at = 0;
+
+/* The kept plans of the statements that touch the data tables */
+static SPIPlanPtr *const data_plans[] = {
+	&ticket_upsert_plan, &message_upsert_plan, &ticket_delete_plan, &message_delete_plan,
+	&unlisted_queue_plan, &sync_checks_plan
+};
+
+/*
+ * Prepare a statement that touches the data tables.  On plain tables it is
+ * planned once, generic; on Citus distributed tables, which Citus can route
+ * only with the parameters' values in hand, at each execution.  Whether
+ * they are distributed is looked up at most once a second (they may become
+ * distributed while a worker runs: until then its statements fail and are
+ * retried), and a change drops the kept plans.
+ */
+static void
+data_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (TimestampDifferenceExceeds(data_checked_at, now, 1000))
+	{
+		bool		isnull;
+		bool		distributed = false;
+
+		if (SPI_execute("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "catalog look-up failed");
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		{
+			if (SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p"
+							" WHERE p.logicalrelid OPERATOR(pg_catalog.=) 'sac_webhook.tickets'::pg_catalog.regclass)",
+							true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "catalog look-up failed");
+			distributed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+													 1, &isnull));
+		}
+		data_checked_at = now;
+		if (distributed != data_distributed)
+		{
+			for (int i = 0; i < (int) lengthof(data_plans); i++)
+				if (*data_plans[i] != NULL)
+				{
+					SPI_freeplan(*data_plans[i]);
+					*data_plans[i] = NULL;
+				}
+			data_distributed = distributed;
+		}
+	}
+	if (data_distributed)
+		sac_spi_prepare_custom(plan, sql, nargs, types);
+	else
+		sac_spi_prepare(plan, sql, nargs, types);
+}
+
+/*
  * Upserts take arrays (a whole batch at once, or one row): tenant ids, ids,
  * documents (and, for messages, ticket ids); the rows they changed come
  * out.
@@ -236,18 +291,10 @@ static const char *const message_delete_sql =
 "DELETE FROM sac_webhook.messages WHERE tenant_id = $1 AND id = $2 AND ticket_id = $3";
 
 /*
- * The stored messages of a ticket that its complete list ($3) lacks:
- * deleted (the API base does not serve single messages, so the list is
- * the API's word) ...
- */
-static const char *const unlisted_delete_sql =
-"DELETE FROM sac_webhook.messages"
-" WHERE tenant_id = $1 AND ticket_id = $2 AND id <> ALL ($3::uuid[])"
-" RETURNING id";
-
-/*
- * ... or queued, each to be confirmed by its own resource (as a
- * notification would be; one already waiting will do, and is not locked).
+ * The stored messages of a ticket that its complete list ($3) lacks (but
+ * the notified one, $4) are queued, each to be confirmed gone as a
+ * notification would be (a list read once may have shifted under the walk,
+ * or lag): one already waiting will do, and is not locked.
  */
 static const char *const unlisted_queue_sql =
 "INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, message_id,"
@@ -338,11 +385,20 @@ static const char *const api_ok_sql =
 " WHERE tenant_id = ANY ($1::uuid[])"
 "   AND (api_ok_at IS NULL OR api_ok_at < pg_catalog.now() - interval '1 minute')";
 
+/*
+ * What a base showed about single messages ($2): 'served' (a 200), 'not
+ * served' (405, 501), or 'a sign' that it is not (a 404 for a message its
+ * ticket's list holds, which a lagging resource shows too): three signs in
+ * a row make it not served.
+ */
 static const char *const api_base_sql =
-"INSERT INTO sac_webhook.api_bases AS b (base_url, single_message_served, evidence)"
-" VALUES ($1, $2, $3)"
+"INSERT INTO sac_webhook.api_bases AS b (base_url, single_message_served, not_served_signs, evidence)"
+" VALUES ($1, $2 <> 'not served', CASE $2 WHEN 'served' THEN 0 WHEN 'not served' THEN 3 ELSE 1 END, $3)"
 " ON CONFLICT (base_url) DO UPDATE"
-"   SET single_message_served = EXCLUDED.single_message_served,"
+"   SET not_served_signs = CASE $2 WHEN 'served' THEN 0 WHEN 'not served' THEN 3"
+"                               ELSE b.not_served_signs + 1 END,"
+"       single_message_served = CASE $2 WHEN 'served' THEN true WHEN 'not served' THEN false"
+"                                    ELSE b.not_served_signs + 1 < 3 END,"
 "       learned_at = pg_catalog.now(), evidence = EXCLUDED.evidence";
 
 
@@ -613,12 +669,12 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 
 	if (topic == SAC_TOPIC_TICKET)
 	{
-		sac_spi_prepare_custom(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
+		data_prepare(&ticket_upsert_plan, ticket_upsert_sql, 3, types);
 		ret = SPI_execute_plan(ticket_upsert_plan, values, NULL, false, 0);
 	}
 	else
 	{
-		sac_spi_prepare_custom(&message_upsert_plan, message_upsert_sql, 4, types);
+		data_prepare(&message_upsert_plan, message_upsert_sql, 4, types);
 		ret = SPI_execute_plan(message_upsert_plan, values, NULL, false, 0);
 	}
 	if (ret != SPI_OK_INSERT_RETURNING)
@@ -676,14 +732,14 @@ delete_resource(SacJob *job)
 	if (ticket)
 	{
 		values[1] = UUIDPGetDatum(&job->ticket_id);
-		sac_spi_prepare_custom(&ticket_delete_plan, ticket_delete_sql, 2, types);
+		data_prepare(&ticket_delete_plan, ticket_delete_sql, 2, types);
 		ret = SPI_execute_plan(ticket_delete_plan, values, NULL, false, 0);
 	}
 	else
 	{
 		values[1] = UUIDPGetDatum(&job->message_id);
 		values[2] = UUIDPGetDatum(&job->ticket_id);
-		sac_spi_prepare_custom(&message_delete_plan, message_delete_sql, 3, types);
+		data_prepare(&message_delete_plan, message_delete_sql, 3, types);
 		ret = SPI_execute_plan(message_delete_plan, values, NULL, false, 0);
 	}
 	if (ret != SPI_OK_DELETE)
@@ -707,10 +763,10 @@ delete_job(SacJob *job, bool skip_locked)
 }
 
 /*
- * After a LIST was stored: the notified message, if the list lacks it, is
- * deleted, and so are the ticket's other stored messages the list lacks
- * when the API base does not serve single messages; otherwise those are
- * queued to be confirmed one by one.
+ * After a LIST was stored: the notified message, if the complete list lacks
+ * it, is deleted (its own resource said 404 too, or is not served); the
+ * ticket's other stored messages that the list lacks are queued to be
+ * confirmed one by one.
  */
 static void
 apply_unlisted(SacJob *job)
@@ -721,6 +777,11 @@ apply_unlisted(SacJob *job)
 	Datum	   *ids = palloc(sizeof(Datum) * Max(job->nlisted, 1));
 	int			ret;
 
+	if (job->topic == SAC_TOPIC_MESSAGE && !job->self_listed)
+	{
+		delete_resource(job);
+		job->unlisted_deleted++;
+	}
 	for (int i = 0; i < job->nlisted; i++)
 		ids[i] = UUIDPGetDatum(&job->listed[i].id);
 	values[0] = UUIDPGetDatum(&job->tenant_id);
@@ -731,33 +792,7 @@ apply_unlisted(SacJob *job)
 	/* what a sync's work queues is the sync's work too */
 	values[4] = Int64GetDatum(job->sync_id);
 	nulls[4] = job->sync_id == 0 ? 'n' : ' ';
-
-	if (job->tenant->single_message == SAC_SINGLE_UNSERVED)
-	{
-		sac_spi_prepare_custom(&unlisted_delete_plan, unlisted_delete_sql, 3, types);
-		ret = SPI_execute_plan(unlisted_delete_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_DELETE_RETURNING)
-			elog(ERROR, "delete failed: %s", SPI_result_code_string(ret));
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-			pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
-														  SPI_tuptable->tupdesc, 1, &isnull));
-
-			job->changed = true;
-			job->unlisted_deleted++;
-			notify_change(job, SAC_TOPIC_MESSAGE, id, "delete");
-		}
-		return;
-	}
-
-	/* the single resource said 404 too: the message is gone */
-	if (job->topic == SAC_TOPIC_MESSAGE && !job->self_listed)
-	{
-		delete_resource(job);
-		job->unlisted_deleted++;
-	}
-	sac_spi_prepare_custom(&unlisted_queue_plan, unlisted_queue_sql, 5, types);
+	data_prepare(&unlisted_queue_plan, unlisted_queue_sql, 5, types);
 	ret = SPI_execute_plan(unlisted_queue_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inbox insert failed: %s", SPI_result_code_string(ret));
@@ -818,7 +853,7 @@ advance_sync(SacJob *job)
 	{
 		Oid			ctypes[2] = {UUIDOID, INT8OID};
 
-		sac_spi_prepare_custom(&sync_checks_plan, sync_checks_sql, 2, ctypes);
+		data_prepare(&sync_checks_plan, sync_checks_sql, 2, ctypes);
 		if (SPI_execute_plan(sync_checks_plan, values, NULL, false, 0) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "sync update failed");
@@ -1088,11 +1123,13 @@ tenant_facts_unit(void *arg)
 			ids[nids++] = UUIDPGetDatum(&t->id);
 		if (t->single_learned)
 		{
-			Oid			types[3] = {TEXTOID, BOOLOID, TEXTOID};
+			Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 			Datum		values[3];
 
 			values[0] = CStringGetTextDatum(t->base_url);
-			values[1] = BoolGetDatum(t->single_message == SAC_SINGLE_SERVED);
+			values[1] = CStringGetTextDatum(t->single_learnt == SAC_SINGLE_SERVED ? "served" :
+											t->single_learnt == SAC_SINGLE_UNSERVED ? "not served" :
+											"a sign");
 			values[2] = CStringGetTextDatum(t->single_evidence);
 			sac_spi_prepare(&api_base_plan, api_base_sql, 3, types);
 			if (SPI_execute_plan(api_base_plan, values, NULL, false, 0) != SPI_OK_INSERT)

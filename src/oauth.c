@@ -42,6 +42,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/timestamp.h"
 
 #include "pipeline.h"
 
@@ -130,6 +131,8 @@ typedef struct RefreshArgs
 	const char *body;
 	char	   *error;			/* why the tenant has no usable token */
 	bool		recorded;		/* the failure is stored with the answer */
+	bool		recovered;		/* refreshes had been failing since ... */
+	TimestampTz failing_since;
 } RefreshArgs;
 
 /*
@@ -184,7 +187,8 @@ lock_unit(void *arg)
 	sac_spi_prepare(&read_plan, read_sql, 2, types);
 	values[0] = UUIDPGetDatum(&r->tenant->id);
 	values[1] = Int32GetDatum(sac_token_refresh_margin_s);
-	if (SPI_execute_plan(read_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	/* not read-only: in process(), tokens stored by earlier units must show */
+	if (SPI_execute_plan(read_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "tenant look-up failed");
 	if (SPI_processed != 1)
 	{
@@ -350,22 +354,34 @@ store_unit(void *arg)
 	r->tenant->access_token = MemoryContextStrdup(r->cxt, access_token);
 	wipe(access_token);
 
-	/* recovered from failing refreshes: reconcile since they began */
+	/* recovered from failing refreshes: reconcile since they began (later) */
 	{
 		Datum		since = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 
 		if (!isnull)
 		{
-			Oid			rtypes[2] = {UUIDOID, TIMESTAMPTZOID};
-			Datum		rvalues[2];
-
-			rvalues[0] = UUIDPGetDatum(&r->tenant->id);
-			rvalues[1] = since;
-			sac_spi_prepare(&recovery_plan, recovery_sql, 2, rtypes);
-			if (SPI_execute_plan(recovery_plan, rvalues, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "sync queue failed");
+			r->failing_since = DatumGetTimestampTz(since);
+			r->recovered = true;
 		}
 	}
+}
+
+/*
+ * Unit: queue the recovery sync of a tenant whose token works again (a unit
+ * of its own: its failure must not undo the stored tokens).
+ */
+static void
+recovery_unit(void *arg)
+{
+	RefreshArgs *r = (RefreshArgs *) arg;
+	Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
+	Datum		values[2];
+
+	values[0] = UUIDPGetDatum(&r->tenant->id);
+	values[1] = TimestampTzGetDatum(r->failing_since);
+	sac_spi_prepare(&recovery_plan, recovery_sql, 2, types);
+	if (SPI_execute_plan(recovery_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "sync queue failed");
 }
 
 /*
@@ -492,6 +508,8 @@ refresh_locked(RefreshArgs *r)
 		if (!sac_run_unit(store_unit, r, &error))
 			r->error = psprintf("token refresh failed: the answer could not be stored: %s",
 								error.message);
+		else if (r->recovered && !sac_run_unit(recovery_unit, r, &error))
+			sac_report_unit_error(WARNING, &error, "while queueing the recovery sync of a tenant");
 	}
 	if (req.body)
 		wipe(req.body);

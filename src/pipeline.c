@@ -577,7 +577,8 @@ resolve_jobs(Batch *b)
 	{
 		SacTenant  *t = b->jobs[i].tenant;
 
-		if (b->jobs[i].gone && !b->jobs[i].decided && !t->ok_now && !t->ok_recently &&
+		if (b->jobs[i].gone && !b->jobs[i].decided && !t->ok_now &&
+			!(t->ok_recently && sac_api_alive_window_s > 0) &&
 			!t->probed && !t->unavailable)
 		{
 			sac_tenant_prepare_probe(t);

@@ -47,7 +47,9 @@ typedef struct SacTenant
 
 	/* what the API showed of itself (resolve.c) */
 	SacSingleMessage single_message;	/* as known for base_url */
-	bool		single_learned; /* single_message changed in this batch */
+	bool		single_learned; /* the batch learnt something of it */
+	SacSingleMessage single_learnt;	/* what: served, not served, or
+									 * (unknown) a sign it is not */
 	const char *single_evidence;	/* why, for api_bases.evidence */
 	bool		ok_recently;	/* answered 200 within sac_webhook.api_alive_window */
 	bool		ok_fresh;		/* ... within the last minute: no need to say so */

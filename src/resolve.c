@@ -77,7 +77,7 @@
 #define MAX_LIST_PAGES 500
 
 /* Pages of a tenant's ticket list a sync reads per batch */
-#define SYNC_PAGES_PER_BATCH 10
+#define SYNC_PAGES_PER_BATCH 3
 
 /* Entries of the previous page each page of a sync's walk reads again */
 #define SYNC_PAGE_OVERLAP 2
@@ -216,14 +216,21 @@ sac_job_start(SacJob *job)
 		prepare_get(&job->req, job->tenant, job->resource);
 }
 
-/* Record what the tenant's API base showed about single messages */
+/*
+ * Record what the tenant's API base showed about single messages: served
+ * (a 200), not served (405, 501: taken at once), or a sign that it is not
+ * (a 404 for a message the list holds: three such make it not served, see
+ * api_base_sql in apply.c).
+ */
 static void
-learn_single(SacTenant *tenant, SacSingleMessage what, const char *evidence)
+learn_single(SacTenant *tenant, SacSingleMessage what, bool sure, const char *evidence)
 {
 	if (tenant->single_message == what)
 		return;
-	tenant->single_message = what;
+	if (sure)
+		tenant->single_message = what;
 	tenant->single_learned = true;
+	tenant->single_learnt = sure ? what : SAC_SINGLE_UNKNOWN;
 	tenant->single_evidence = evidence;
 }
 
@@ -364,7 +371,8 @@ typedef struct PageRead
 	const char *what;			/* "message list", "ticket list" */
 	const char *why;			/* not the documented shape: why */
 	int			count;			/* results on the page */
-	int			limit;			/* meta.page.limit */
+	int			limit;			/* the page's size: meta.page.limit, or
+								 * max_limit when smaller */
 	int			max_limit;		/* meta.page.max_limit, or -1 */
 } PageRead;
 
@@ -410,6 +418,21 @@ read_page_unit(void *arg)
 		p->why = psprintf("the API answered a %s without a positive meta.page.limit", p->what);
 		MemoryContextSwitchTo(old);
 		return;
+	}
+	/* a page is full at the smaller of the limit and the most the API serves */
+	if (p->max_limit > 0 && p->max_limit < p->limit)
+		p->limit = p->max_limit;
+	/* a page of another offset than the one asked for is not this list's */
+	{
+		int			offset = json_count(member(pg->val.binary.data, "offset"));
+
+		if (offset >= 0 && offset != job->list_offset)
+		{
+			p->why = psprintf("the API answered a %s page at offset %d for offset %d (does it ignore _offset?)",
+							  p->what, offset, job->list_offset);
+			MemoryContextSwitchTo(old);
+			return;
+		}
 	}
 
 	it = JsonbIteratorInit(results->val.binary.data);
@@ -513,9 +536,15 @@ advance_list(SacJob *job)
 		return false;
 	}
 	job->self_listed = list_holds_message(job);
-	if (job->self_listed && job->single_not_found)
-		learn_single(job->tenant, SAC_SINGLE_UNSERVED,
-					 "the single message resource answered 404 for a message its ticket's list holds");
+	/*
+	 * 404 from the single resource for a message the list holds: evidence
+	 * that the base does not serve it (a DELETION's, or a lagging
+	 * resource's, would be the same picture: several are needed, see
+	 * apply.c).
+	 */
+	if (job->self_listed && job->single_not_found && job->status != SAC_CHANGE_DELETION)
+		learn_single(job->tenant, SAC_SINGLE_UNSERVED, false,
+					 "the single message resource answered 404 for messages their ticket's list holds");
 	if (!job->self_listed && defer_if_lagging(job, 404))
 		return false;
 	job->decided = true;
@@ -586,7 +615,7 @@ sac_job_advance(SacJob *job)
 			{
 				job->tenant->ok_now = true;
 				if (job->topic == SAC_TOPIC_MESSAGE)
-					learn_single(job->tenant, SAC_SINGLE_SERVED,
+					learn_single(job->tenant, SAC_SINGLE_SERVED, true,
 								 "the single message resource answered 200");
 				decide_upsert(job);
 				return false;
@@ -595,7 +624,7 @@ sac_job_advance(SacJob *job)
 			{
 				/* not proof of anything alone: read the ticket's list */
 				if (status == 405 || status == 501)
-					learn_single(job->tenant, SAC_SINGLE_UNSERVED,
+					learn_single(job->tenant, SAC_SINGLE_UNSERVED, true,
 								 psprintf("the single message resource answered HTTP %ld", status));
 				else
 					job->single_not_found = true;
@@ -675,7 +704,7 @@ sac_job_confirm_gone(SacJob *job)
 
 	if (!job->gone || job->decided)
 		return;
-	if (t->ok_now || t->ok_recently ||
+	if (t->ok_now || (t->ok_recently && sac_api_alive_window_s > 0) ||
 		(t->probed && t->probe.curl_code == 0 && t->probe.status == 200))
 	{
 		job->decided = true;

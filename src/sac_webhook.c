@@ -46,9 +46,9 @@ int			sac_not_found_retries = 3;
 int			sac_not_found_delay_ms = 2000;
 int			sac_deletion_rechecks = 3;
 int			sac_deletion_recheck_delay_ms = 60000;
-int			sac_api_alive_window_s = 600;
+int			sac_api_alive_window_s = 0;
 int			sac_resync_interval_s = 3600;
-int			sac_sync_batch_size = 100;
+int			sac_sync_batch_size = 32;
 bool		sac_onboarding_sync = true;
 int			sac_token_refresh_margin_s = 60;
 
@@ -234,7 +234,7 @@ _PG_init(void)
 	DefineCustomIntVariable("sac_webhook.api_alive_window",
 							"How recent a 200 from a tenant's API must be for a 404 to delete.",
 							"Without one, a probe of the tenant's ticket list must answer 200 first.",
-							&sac_api_alive_window_s, 600, 0, 86400,
+							&sac_api_alive_window_s, 0, 0, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.resync_interval",
 							"How often each tenant is reconciled with what changed since the last time (0: never).",
@@ -243,7 +243,7 @@ _PG_init(void)
 	DefineCustomIntVariable("sac_webhook.sync_batch_size",
 							"Rows of reconciliation work a batch takes at most, in the room notifications leave (0: none).",
 							"A quarter of them at most from one tenant.",
-							&sac_sync_batch_size, 100, 0, 5000,
+							&sac_sync_batch_size, 32, 0, 5000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("sac_webhook.onboarding_sync",
 							 "Registering or enabling a tenant queues a full reconciliation of its tickets.",
