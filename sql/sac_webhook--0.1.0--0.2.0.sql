@@ -203,6 +203,9 @@ CREATE INDEX inbox_sync ON @extschema@.inbox (sync_id)
 
 -- when the tenant's token refreshes began to fail (for the recovery sync)
 ALTER TABLE @extschema@.tenants ADD COLUMN token_failing_since timestamptz;
+-- the tenant's tickets are known to be in step with the API up to then: the
+-- start of the last complete walk that reached back that far
+ALTER TABLE @extschema@.tenants ADD COLUMN synced_until timestamptz;
 
 -- Wake the workers at commit (as receive() does).
 CREATE FUNCTION @extschema@.wake_workers()

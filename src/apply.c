@@ -347,6 +347,7 @@ static const char *const sync_checks_sql =
  * that ignores _offset, say) fails.
  */
 static const char *const sync_advance_sql =
+"WITH s AS ("
 "UPDATE sac_webhook.syncs"
 "   SET next_offset = $3, page_limit = $4, pages = pages + $5,"
 "       tickets_seen = tickets_seen + $6, message_lists_queued = message_lists_queued + $7,"
@@ -360,7 +361,19 @@ static const char *const sync_advance_sql =
 "                         THEN 'the ticket list does not advance: full pages bring no ticket not seen before' END,"
 "       attempts = 0, next_attempt_at = pg_catalog.now(), lease_owner = NULL, lease_until = NULL,"
 "       last_http_status = 200"
-" WHERE id = $1 AND lease_owner = $2";
+" WHERE id = $1 AND lease_owner = $2"
+" RETURNING tenant_id, since, walk_started_at, walk_finished_at)"
+/*
+ * A complete walk that reached back to where the tenant was known to be in
+ * step (or to the beginning) moves that point to when the walk began: the
+ * next periodic sync starts there, and a walk of a shorter reach leaves no
+ * gap behind it.
+ */
+" UPDATE sac_webhook.tenants t SET synced_until = s.walk_started_at"
+"   FROM s"
+"  WHERE t.tenant_id = s.tenant_id AND s.walk_finished_at IS NOT NULL"
+"    AND (s.since IS NULL OR s.since <= coalesce(t.synced_until, t.created_at))"
+"    AND (t.synced_until IS NULL OR t.synced_until < s.walk_started_at)";
 
 /* A sync that failed this time: again later, or (dead) given up */
 static const char *const sync_defer_sql =

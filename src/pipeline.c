@@ -185,20 +185,21 @@ static const char *const syncs_finish_sql =
 "     AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox i"
 "                      WHERE i.sync_id = s.id AND i.state IN ('pending', 'retrying'))"
 "  RETURNING s.id),"
-" dropped AS (DELETE FROM sac_webhook.sync_seen WHERE sync_id IN (SELECT id FROM done))"
+" dropped AS (DELETE FROM sac_webhook.sync_seen v"
+"              WHERE v.sync_id IN (SELECT id FROM done)"
+"                 OR v.sync_id IN (SELECT f.id FROM sac_webhook.syncs f WHERE f.state = 'failed'))"
 " SELECT pg_catalog.count(*) FROM done";
 
 /*
  * ... and each enabled tenant gets a periodic sync every $1 seconds, of
- * what changed since the previous complete walk began (or since the tenant
- * was registered), with an overlap.
+ * what changed since its tickets are known to be in step (synced_until, see
+ * sync_advance_sql in apply.c; or since the tenant was registered), with an
+ * overlap.
  */
 static const char *const syncs_periodic_sql =
 "INSERT INTO sac_webhook.syncs (tenant_id, kind, since)"
 " SELECT t.tenant_id, 'periodic',"
-"        coalesce((SELECT pg_catalog.max(s.walk_started_at) FROM sac_webhook.syncs s"
-"                   WHERE s.tenant_id = t.tenant_id AND s.walk_finished_at IS NOT NULL),"
-"                 t.created_at)"
+"        coalesce(t.synced_until, t.created_at)"
 "   FROM sac_webhook.tenants t"
 "  WHERE t.enabled"
 "    AND NOT EXISTS (SELECT 1 FROM sac_webhook.syncs s"

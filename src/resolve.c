@@ -597,8 +597,18 @@ sac_job_advance(SacJob *job)
 {
 	long		status = job->req.status;
 
-	if (job->decided || decide_failure(job))
+	if (job->decided)
 		return false;
+	if (decide_failure(job))
+	{
+		/* a walk keeps the pages it read before the failure, and goes on */
+		if (job->is_sync && job->pages > 0)
+		{
+			job->action = SAC_ACT_SYNC;
+			job->walk_complete = false;
+		}
+		return false;
+	}
 
 	switch (job->step)
 	{

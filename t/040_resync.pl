@@ -57,7 +57,7 @@ sub put_message
 		qq{{"id": "$id", "message": "$text", "ticket": {"id": "$ticket"}, "created_at": "2024-08-09T13:30:38Z"}});
 }
 
-sub note
+sub notif
 {
 	my ($tenant, $status, $id) = @_;
 	return qq{{"data": {"status": "$status", "params": {"id": "$id"}, "resource": "/v0/tickets/$id"}, "tenant_id": "$tenant", "topic": "sac_ticket"}};
@@ -114,7 +114,7 @@ ok($node->poll_query_until('postgres',
 # a notification of seller B while A's history is read: not held up
 my $tb4 = ticket_id('b0000000', 4);
 put_ticket('b', $tb4, 'open', '2024-08-08T10:00:00');
-$node->safe_psql('postgres', "SELECT sac_webhook.receive('" . note($tb, 'CREATION', $tb4) . "')");
+$node->safe_psql('postgres', "SELECT sac_webhook.receive('" . notif($tb, 'CREATION', $tb4) . "')");
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM sac_webhook.tickets WHERE id = '$tb4'"),
 	"another seller's notification is applied during the backfill");
@@ -143,13 +143,13 @@ for my $i (1 .. 120)
 	{
 		$api->call('DELETE', "/_mock/sellers/a/v0/tickets/$t");
 		push @gone, $t;
-		push @notified, note($ta, 'DELETION', $t) if rand() < 0.5;
+		push @notified, notif($ta, 'DELETION', $t) if rand() < 0.5;
 	}
 	elsif ($i % 3 == 0)
 	{
 		put_ticket('a', $t, 'closed', '2024-09-01T10:00:00');
 		push @changed, $t;
-		push @notified, note($ta, 'UPDATE', $t) if rand() < 0.5;
+		push @notified, notif($ta, 'UPDATE', $t) if rand() < 0.5;
 	}
 }
 for my $i (121 .. 122)
