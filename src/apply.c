@@ -594,7 +594,18 @@ typedef struct UpsertRow
 	Jsonb	   *doc;
 } UpsertRow;
 
-/* qsort comparator: rows in (tenant, id) order */
+/* Rows of the same (tenant, id) */
+static inline bool
+same_row(const UpsertRow *a, const UpsertRow *b)
+{
+	return memcmp(&a->job->tenant_id, &b->job->tenant_id, UUID_LEN) == 0 &&
+		memcmp(a->id, b->id, UUID_LEN) == 0;
+}
+
+/*
+ * qsort comparator: rows in (tenant, id) order; of one document, the copies
+ * read in a list before the one fetched on its own (which is kept)
+ */
 static int
 row_cmp(const void *a, const void *b)
 {
@@ -602,7 +613,11 @@ row_cmp(const void *a, const void *b)
 	const UpsertRow *rb = (const UpsertRow *) b;
 	int			c = memcmp(&ra->job->tenant_id, &rb->job->tenant_id, UUID_LEN);
 
-	return c != 0 ? c : memcmp(ra->id, rb->id, UUID_LEN);
+	if (c == 0)
+		c = memcmp(ra->id, rb->id, UUID_LEN);
+	if (c == 0)
+		c = (ra->job->action == SAC_ACT_UPSERT) - (rb->job->action == SAC_ACT_UPSERT);
+	return c;
 }
 
 /*
@@ -665,9 +680,12 @@ upsert_jobs(SacJob **jobs, int n, SacTopic topic)
 	tickets = palloc(sizeof(Datum) * nrows);
 	for (int r = 0; r < nrows; r++)
 	{
-		/* a message listed by two jobs of the batch goes in once */
-		if (m > 0 && row_cmp(&rows[r], &rows[m - 1]) == 0)
-			continue;
+		/*
+		 * A document read twice in the batch goes in once: the last copy
+		 * in that order (the one fetched on its own, if any)
+		 */
+		if (m > 0 && same_row(&rows[r], &rows[m - 1]))
+			m--;
 		rows[m] = rows[r];
 		tenants[m] = UUIDPGetDatum(&rows[m].job->tenant_id);
 		ids[m] = UUIDPGetDatum(rows[m].id);
