@@ -72,6 +72,8 @@ static SPIPlanPtr api_base_plan = NULL;
 static SPIPlanPtr sync_hold_plan = NULL;
 static SPIPlanPtr sync_seen_plan = NULL;
 static SPIPlanPtr sync_checks_plan = NULL;
+static SPIPlanPtr stored_tickets_plan = NULL;
+static SPIPlanPtr unlisted_plan = NULL;
 static SPIPlanPtr sync_advance_plan = NULL;
 static SPIPlanPtr sync_defer_plan = NULL;
 static SPIPlanPtr sync_progress_plan = NULL;
@@ -173,7 +175,7 @@ static TimestampTz data_checked_at = 0;
 /* The kept plans of the statements that touch the data tables */
 static SPIPlanPtr *const data_plans[] = {
 	&ticket_upsert_plan, &message_upsert_plan, &ticket_delete_plan, &message_delete_plan,
-	&unlisted_queue_plan, &sync_checks_plan
+	&unlisted_plan, &stored_tickets_plan
 };
 
 /*
@@ -294,16 +296,20 @@ static const char *const message_delete_sql =
  * The stored messages of a ticket that its complete list ($3) lacks (but
  * the notified one, $4) are queued, each to be confirmed gone as a
  * notification would be (a list read once may have shifted under the walk,
- * or lag): one already waiting will do, and is not locked.
+ * or lag): one already waiting will do, and is not locked.  The data table
+ * is read on its own, then the inbox written: a distributed table and a
+ * local one do not join.
  */
+static const char *const unlisted_sql =
+"SELECT coalesce(pg_catalog.array_agg(m.id), '{}') FROM sac_webhook.messages m"
+" WHERE m.tenant_id = $1 AND m.ticket_id = $2 AND m.id <> ALL ($3::uuid[]) AND m.id <> $4";
+
 static const char *const unlisted_queue_sql =
 "INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, message_id,"
 "                               priority, sync_id)"
-" SELECT m.tenant_id, 'sac_message', 'UPDATE',"
-"        '/v0/tickets/' || m.ticket_id::text || '/messages/' || m.id::text, m.ticket_id, m.id,"
-"        CASE WHEN $5 IS NULL THEN 0 ELSE 1 END, $5"
-"   FROM sac_webhook.messages m"
-"  WHERE m.tenant_id = $1 AND m.ticket_id = $2 AND m.id <> ALL ($3::uuid[]) AND m.id <> $4"
+" SELECT $1, 'sac_message', 'UPDATE', '/v0/tickets/' || $2::text || '/messages/' || x::text, $2, x,"
+"        CASE WHEN $4 IS NULL THEN 0 ELSE 1 END, $4"
+"   FROM unnest($3::uuid[]) x"
 " ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING";
 
 /*
@@ -330,13 +336,15 @@ static const char *const sync_seen_sql =
  * ... a complete walk of every ticket queues the check of each stored
  * ticket it did not list (gone, unless the API still serves it) ...
  */
+static const char *const stored_tickets_sql =
+"SELECT coalesce(pg_catalog.array_agg(t.id), '{}') FROM sac_webhook.tickets t WHERE t.tenant_id = $1";
+
 static const char *const sync_checks_sql =
 "WITH queued AS ("
 "  INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, priority, sync_id)"
-"  SELECT t.tenant_id, 'sac_ticket', 'UPDATE', '/v0/tickets/' || t.id::text, t.id, 1, $2"
-"    FROM sac_webhook.tickets t"
-"   WHERE t.tenant_id = $1"
-"     AND NOT EXISTS (SELECT 1 FROM sac_webhook.sync_seen v WHERE v.sync_id = $2 AND v.ticket_id = t.id)"
+"  SELECT $1, 'sac_ticket', 'UPDATE', '/v0/tickets/' || x::text, x, 1, $2"
+"    FROM unnest($3::uuid[]) x"
+"   WHERE NOT EXISTS (SELECT 1 FROM sac_webhook.sync_seen v WHERE v.sync_id = $2 AND v.ticket_id = x)"
 "  ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING"
 "  RETURNING 1)"
 " SELECT pg_catalog.count(*)::integer FROM queued";
@@ -807,6 +815,7 @@ apply_unlisted(SacJob *job)
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	Datum	   *ids = palloc(sizeof(Datum) * Max(job->nlisted, 1));
 	int			ret;
+	bool		isnull;
 
 	if (job->topic == SAC_TOPIC_MESSAGE && !job->self_listed)
 	{
@@ -820,11 +829,19 @@ apply_unlisted(SacJob *job)
 	values[2] = PointerGetDatum(construct_array(ids, job->nlisted, UUIDOID, UUID_LEN, false,
 												TYPALIGN_CHAR));
 	values[3] = UUIDPGetDatum(&job->message_id);
+	data_prepare(&unlisted_plan, unlisted_sql, 4, types);
+	if (SPI_execute_plan(unlisted_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "message look-up failed");
+	values[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	/* what a sync's work queues is the sync's work too */
-	values[4] = Int64GetDatum(job->sync_id);
-	nulls[4] = job->sync_id == 0 ? 'n' : ' ';
-	data_prepare(&unlisted_queue_plan, unlisted_queue_sql, 5, types);
-	ret = SPI_execute_plan(unlisted_queue_plan, values, nulls, false, 0);
+	values[3] = Int64GetDatum(job->sync_id);
+	nulls[3] = job->sync_id == 0 ? 'n' : ' ';
+	{
+		Oid			qtypes[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, INT8OID};
+
+		sac_spi_prepare(&unlisted_queue_plan, unlisted_queue_sql, 4, qtypes);
+		ret = SPI_execute_plan(unlisted_queue_plan, values, nulls, false, 0);
+	}
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inbox insert failed: %s", SPI_result_code_string(ret));
 }
@@ -882,9 +899,14 @@ advance_sync(SacJob *job)
 	}
 	if (job->walk_complete && job->sync_full)
 	{
-		Oid			ctypes[2] = {UUIDOID, INT8OID};
+		Oid			ctypes[3] = {UUIDOID, INT8OID, UUIDARRAYOID};
 
-		data_prepare(&sync_checks_plan, sync_checks_sql, 2, ctypes);
+		data_prepare(&stored_tickets_plan, stored_tickets_sql, 1, ctypes);
+		if (SPI_execute_plan(stored_tickets_plan, values, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "ticket look-up failed");
+		values[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		sac_spi_prepare(&sync_checks_plan, sync_checks_sql, 3, ctypes);
 		if (SPI_execute_plan(sync_checks_plan, values, NULL, false, 0) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "sync update failed");

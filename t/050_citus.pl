@@ -562,6 +562,38 @@ SELECT count(*) FROM pg_dist_partition
  WHERE logicalrelid IN ('sac_webhook.inbox'::regclass, 'sac_webhook.tenants'::regclass)}),
 	'0', 'inbox and tenants are still local tables');
 
+# --- reconciliation into distributed tables --------------------------------------
+# A seller with its own store in the mock: a full resync() walks its ticket
+# list into the shards, reads each ticket's messages, and deletes the stored
+# ticket the API no longer has (checked through the distributed tables).
+my $tz = 'c1000000-0000-4000-8000-00000000000c';
+for my $i (1 .. 3)
+{
+	my $t = sprintf('c0000000-0000-4000-8000-%012d', $i);
+	my $m = sprintf('d0000000-0000-4000-8000-%012d', $i);
+	mock('PUT', "/_mock/sellers/z/v0/tickets/$t",
+		qq{{"id": "$t", "status": "open", "created_at": "2024-08-07T13:42:45", "updated_at": "2024-08-07T13:42:46"}});
+	mock('PUT', "/_mock/sellers/z/v0/tickets/$t/messages/$m",
+		qq{{"id": "$m", "message": "m", "ticket": {"id": "$t"}, "created_at": "2024-08-09T13:30:38Z"}});
+}
+# (the mock makes up any ticket asked for: this one it has deleted)
+mock('DELETE', "/_mock/sellers/z/v0/tickets/c0000000-0000-4000-8000-000000000009");
+$coord->safe_psql('postgres', qq{
+INSERT INTO sac_webhook.tenants (tenant_id, api_base_url, access_token, token_expires_at)
+VALUES ('$tz', '$mock_url/sellers/z', 'tok-1', now() + interval '1 hour');
+INSERT INTO sac_webhook.tickets (tenant_id, id, status, data)
+VALUES ('$tz', 'c0000000-0000-4000-8000-000000000009', 'open', '{}');
+});
+is($coord->safe_psql('postgres', "SELECT sac_webhook.resync('$tz')"), '1', 'resync() of a seller');
+ok($coord->poll_query_until('postgres', "SELECT state = 'done' FROM sac_webhook.syncs WHERE tenant_id = '$tz'"),
+	'its sync is done on distributed tables')
+  or diag($coord->safe_psql('postgres', "SELECT state, last_error FROM sac_webhook.syncs WHERE tenant_id = '$tz'"));
+is($coord->safe_psql('postgres', qq{
+SELECT (SELECT string_agg(id::text, ',' ORDER BY id) FROM sac_webhook.tickets WHERE tenant_id = '$tz')
+    || ' ' || (SELECT count(*) FROM sac_webhook.messages WHERE tenant_id = '$tz')}),
+	'c0000000-0000-4000-8000-000000000001,c0000000-0000-4000-8000-000000000002,c0000000-0000-4000-8000-000000000003 3',
+	'the listed tickets and their messages are stored, the one the API lacks is gone');
+
 # --- pg_dump of the distributed install -------------------------------------------
 # It reads tickets and messages through Citus, from every node, and dumps no
 # shard; the dump restores as plain tables holding every row.
