@@ -309,7 +309,7 @@ static const char *const unlisted_queue_sql =
 "                               priority, sync_id)"
 " SELECT $1, 'sac_message', 'UPDATE', '/v0/tickets/' || $2::text || '/messages/' || x::text, $2, x,"
 "        CASE WHEN $4 IS NULL THEN 0 ELSE 1 END, $4"
-"   FROM unnest($3::uuid[]) x"
+"   FROM pg_catalog.unnest($3::uuid[]) x"
 " ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING";
 
 /*
@@ -323,7 +323,7 @@ static const char *const sync_hold_sql =
 static const char *const sync_seen_sql =
 "WITH seen AS ("
 "  INSERT INTO sac_webhook.sync_seen (sync_id, ticket_id)"
-"  SELECT $2, x FROM unnest($3::uuid[]) x ON CONFLICT DO NOTHING RETURNING ticket_id),"
+"  SELECT $2, x FROM pg_catalog.unnest($3::uuid[]) x ON CONFLICT DO NOTHING RETURNING ticket_id),"
 " queued AS ("
 "  INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, priority, sync_id)"
 "  SELECT $1, 'sac_ticket_messages', 'UPDATE', '/v0/tickets/' || s.ticket_id::text || '/messages',"
@@ -343,7 +343,7 @@ static const char *const sync_checks_sql =
 "WITH queued AS ("
 "  INSERT INTO sac_webhook.inbox (tenant_id, topic, status, resource, ticket_id, priority, sync_id)"
 "  SELECT $1, 'sac_ticket', 'UPDATE', '/v0/tickets/' || x::text, x, 1, $2"
-"    FROM unnest($3::uuid[]) x"
+"    FROM pg_catalog.unnest($3::uuid[]) x"
 "   WHERE NOT EXISTS (SELECT 1 FROM sac_webhook.sync_seen v WHERE v.sync_id = $2 AND v.ticket_id = x)"
 "  ON CONFLICT (tenant_id, resource) WHERE state IN ('pending', 'retrying') DO NOTHING"
 "  RETURNING 1)"
