@@ -1,5 +1,6 @@
 --
--- An installation of 0.1.0 that holds data is upgraded in place with
+-- An installation of 0.1.0 that holds data is upgraded in place (through
+-- 0.2.0 to 0.3.0) with
 -- ALTER EXTENSION ... UPDATE: its data stays, the new objects appear, and
 -- the library refuses to work on the old objects until then.
 --
@@ -60,6 +61,10 @@ UPDATE sac_webhook.tenants SET token_retry_at = now() + interval '1 hour';
 UPDATE sac_webhook.tenants SET refresh_token = 'rt-2';
 SELECT token_retry_at FROM sac_webhook.tenants;
 RESET sac_webhook.confirm_deletions;
+
+-- the inbox has the indexes of a fresh installation (0.3.0: per tenant)
+SELECT indexname FROM pg_indexes
+ WHERE schemaname = 'sac_webhook' AND tablename = 'inbox' ORDER BY 1;
 
 -- the members of the extension are those of a fresh installation
 SELECT pg_describe_object(classid, objid, objsubid) AS member

@@ -1027,10 +1027,11 @@ execute(SacJob **jobs, int n, bool skip_locked)
 	}
 }
 
-/* The jobs of one call to sac_apply_jobs */
+/* The jobs of one call to sac_apply_jobs, or one of them */
 typedef struct JobList
 {
-	SacJob	   *jobs;
+	const SacEnv *env;
+	SacJob	  **jobs;
 	int			njobs;
 } JobList;
 
@@ -1042,23 +1043,20 @@ typedef struct JobList
 static void
 execute_one_unit(void *arg)
 {
-	SacJob	   *job = (SacJob *) arg;
+	JobList    *list = (JobList *) arg;
 
-	if (sac_in_worker)
+	if (list->env->own_transactions)
 		sac_set_local("lock_timeout", ALONE_LOCK_TIMEOUT);
-	execute(&job, 1, false);
+	execute(list->jobs, 1, false);
 }
 
 static void
 execute_all_unit(void *arg)
 {
 	JobList    *list = (JobList *) arg;
-	SacJob	  **jobs = palloc(sizeof(SacJob *) * list->njobs);
 
-	for (int i = 0; i < list->njobs; i++)
-		jobs[i] = &list->jobs[i];
 	/* rows a receipt has locked are left for afterwards (see DONE_SET) */
-	execute(jobs, list->njobs, true);
+	execute(list->jobs, list->njobs, true);
 }
 
 static void
@@ -1076,16 +1074,17 @@ reset_outcome(SacJob *job)
  * Apply one job in a unit of its own; if that fails, retry it with the
  * failure as its error, so that it is never left claimed.  Should even that
  * fail (a receipt keeps the row locked past the lock timeout), the row
- * stays ours: the next claim of this process takes it back once it is
- * free (see claim_sql in pipeline.c).
+ * stays ours (job->stranded): the caller's next claim takes it back once it
+ * is free (see claim_sql in pipeline.c).
  */
 static void
-apply_alone(SacJob *job)
+apply_alone(const SacEnv *env, SacJob *job)
 {
 	SacUnitError error;
+	JobList		one = {env, &job, 1};
 
 	reset_outcome(job);
-	if (sac_run_unit(execute_one_unit, job, &error))
+	if (sac_run_unit(env, execute_one_unit, &one, &error))
 		return;
 
 	if (job->parsing)
@@ -1103,43 +1102,46 @@ apply_alone(SacJob *job)
 									  error.message, unpack_sql_state(error.sqlerrcode)),
 						-1, true);
 	reset_outcome(job);
-	if (!sac_run_unit(execute_one_unit, job, &error))
-		sac_report_unit_error(sac_in_worker ? WARNING : ERROR, &error,
+	if (!sac_run_unit(env, execute_one_unit, &one, &error))
+	{
+		job->stranded = true;
+		sac_report_unit_error(env->own_transactions ? WARNING : ERROR, &error,
 							  psprintf("while finishing inbox row " INT64_FORMAT, job->id));
+	}
 }
 
 /*
- * Apply the outcomes of a batch of claimed jobs (see the file header).
+ * Apply the outcomes of a group of claimed jobs (see the file header).
  * Returns how many of their rows finished (done or dead).
  */
 int
-sac_apply_jobs(SacJob *jobs, int njobs)
+sac_apply_jobs(const SacEnv *env, SacJob **jobs, int njobs)
 {
 	bool		together = false;
 	int			finished = 0;
 
 	for (int i = 0; i < njobs; i++)
-		reset_outcome(&jobs[i]);
+		reset_outcome(jobs[i]);
 
-	if (sac_in_worker && njobs > 1)
+	if (env->own_transactions && njobs > 1)
 	{
-		JobList		list = {jobs, njobs};
+		JobList		list = {env, jobs, njobs};
 
-		together = sac_run_unit(execute_all_unit, &list, NULL);
+		together = sac_run_unit(env, execute_all_unit, &list, NULL);
 	}
 	for (int i = 0; i < njobs; i++)
 	{
 		/*
-		 * Alone: all of them when the batch failed, else those whose row was
+		 * Alone: all of them when the group failed, else those whose row was
 		 * locked by a receipt (or is no longer ours: then nothing happens).
 		 */
-		if (!together || !jobs[i].held)
-			apply_alone(&jobs[i]);
+		if (!together || !jobs[i]->held)
+			apply_alone(env, jobs[i]);
 	}
 
 	for (int i = 0; i < njobs; i++)
 	{
-		SacJob	   *job = &jobs[i];
+		SacJob	   *job = jobs[i];
 
 		if (job->finished)
 			finished++;
@@ -1153,7 +1155,7 @@ sac_apply_jobs(SacJob *jobs, int njobs)
 /* The tenants of one call to sac_apply_tenant_facts */
 typedef struct TenantList
 {
-	SacTenant  *tenants;
+	SacTenant **tenants;
 	int			ntenants;
 } TenantList;
 
@@ -1170,7 +1172,7 @@ tenant_facts_unit(void *arg)
 
 	for (int i = 0; i < list->ntenants; i++)
 	{
-		SacTenant  *t = &list->tenants[i];
+		SacTenant  *t = list->tenants[i];
 
 		if (t->ok_now && !t->ok_fresh)
 			ids[nids++] = UUIDPGetDatum(&t->id);
@@ -1207,16 +1209,29 @@ tenant_facts_unit(void *arg)
  * the knowledge, so it is reported and nothing else.
  */
 void
-sac_apply_tenant_facts(SacTenant *tenants, int ntenants)
+sac_apply_tenant_facts(const SacEnv *env, SacTenant **tenants, int ntenants)
 {
 	TenantList	list = {tenants, ntenants};
 	SacUnitError error;
 	bool		any = false;
 
 	for (int i = 0; i < ntenants; i++)
-		any |= (tenants[i].ok_now && !tenants[i].ok_fresh) || tenants[i].single_learned;
-	if (any && !sac_run_unit(tenant_facts_unit, &list, &error))
+		any |= (tenants[i]->ok_now && !tenants[i]->ok_fresh) || tenants[i]->single_learned;
+	if (!any)
+		return;
+	if (!sac_run_unit(env, tenant_facts_unit, &list, &error))
+	{
 		sac_report_unit_error(WARNING, &error, "while recording what the API showed of itself");
+		return;
+	}
+	/* recorded: not again until a claim says a minute has passed */
+	for (int i = 0; i < ntenants; i++)
+	{
+		if (tenants[i]->ok_now)
+			tenants[i]->ok_fresh = true;
+		tenants[i]->ok_now = false;
+		tenants[i]->single_learned = false;
+	}
 }
 
 /*
@@ -1231,7 +1246,7 @@ sync_progress_unit(void *arg)
 	sac_spi_prepare(&sync_progress_plan, sync_progress_sql, 3, types);
 	for (int i = 0; i < list->njobs; i++)
 	{
-		SacJob	   *job = &list->jobs[i];
+		SacJob	   *job = list->jobs[i];
 		Datum		values[3];
 
 		if (job->sync_id == 0 || !job->held || job->action != SAC_ACT_LIST)
@@ -1250,14 +1265,14 @@ sync_progress_unit(void *arg)
  * are shared by every worker).  A failure only costs the count.
  */
 void
-sac_apply_sync_progress(SacJob *jobs, int njobs)
+sac_apply_sync_progress(const SacEnv *env, SacJob **jobs, int njobs)
 {
-	JobList		list = {jobs, njobs};
+	JobList		list = {env, jobs, njobs};
 	SacUnitError error;
 	bool		any = false;
 
 	for (int i = 0; i < njobs && !any; i++)
-		any = jobs[i].sync_id != 0 && jobs[i].held && jobs[i].action == SAC_ACT_LIST;
-	if (any && !sac_run_unit(sync_progress_unit, &list, &error))
+		any = jobs[i]->sync_id != 0 && jobs[i]->held && jobs[i]->action == SAC_ACT_LIST;
+	if (any && !sac_run_unit(env, sync_progress_unit, &list, &error))
 		sac_report_unit_error(WARNING, &error, "while counting the progress of syncs");
 }

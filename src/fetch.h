@@ -10,6 +10,8 @@
 
 #include <signal.h>
 
+#include "utils/palloc.h"
+
 /* One HTTP request and, once performed, its outcome */
 typedef struct SacHttpRequest
 {
@@ -18,6 +20,9 @@ typedef struct SacHttpRequest
 	const char *bearer;			/* access token, or NULL */
 	const char *form;			/* x-www-form-urlencoded POST body, or NULL
 								 * for a GET */
+	MemoryContext cxt;			/* where the body goes; NULL: the current
+								 * context when the request completes */
+	void	   *owner;			/* the caller's, untouched */
 
 	/* output */
 	long		status;			/* HTTP status; 0 when there was no answer */
@@ -34,7 +39,29 @@ typedef struct SacHttpRequest
 	char	   *buf;
 	size_t		buf_len;
 	size_t		buf_cap;
+	void	   *handle;
+	void	   *headers;
+	int			slot;			/* in the engine's running list */
+	struct SacHttpRequest *next_done;
 } SacHttpRequest;
+
+/* Transfers under way, driven by libcurl's socket interface (fetch.c) */
+typedef struct SacHttpEngine SacHttpEngine;
+
+/* What woke sac_http_wait() */
+typedef struct SacHttpWake
+{
+	bool		latch;			/* the process latch was set */
+	int			completed;		/* transfers that finished */
+} SacHttpWake;
+
+extern SacHttpEngine *sac_http_engine_create(int max_connections);
+extern void sac_http_engine_destroy(SacHttpEngine *engine);
+extern void sac_http_start(SacHttpEngine *engine, SacHttpRequest *req);
+extern void sac_http_wait(SacHttpEngine *engine, long timeout_ms, SacHttpWake *wake);
+extern SacHttpRequest *sac_http_next_done(SacHttpEngine *engine);
+extern int	sac_http_running(const SacHttpEngine *engine);
+extern void sac_http_abandon(SacHttpEngine *engine);
 
 extern void sac_http_perform(SacHttpRequest **reqs, int nreqs,
 							 bool check_interrupts, volatile sig_atomic_t *stop);

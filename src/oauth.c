@@ -117,6 +117,7 @@ static const char *const fail_sql =
 
 typedef struct RefreshArgs
 {
+	const SacEnv *env;
 	SacTenant  *tenant;
 	const char *stale_token;
 	MemoryContext cxt;
@@ -475,7 +476,7 @@ refresh_locked(RefreshArgs *r)
 	reqs[0] = &req;
 	PG_TRY();
 	{
-		sac_http_perform(reqs, 1, !sac_in_worker, sac_in_worker ? &sac_stop_requested : NULL);
+		sac_http_perform(reqs, 1, !r->env->own_transactions, r->env->stop);
 	}
 	PG_FINALLY();
 	{
@@ -505,10 +506,10 @@ refresh_locked(RefreshArgs *r)
 	else
 	{
 		r->body = req.body;
-		if (!sac_run_unit(store_unit, r, &error))
+		if (!sac_run_unit(r->env, store_unit, r, &error))
 			r->error = psprintf("token refresh failed: the answer could not be stored: %s",
 								error.message);
-		else if (r->recovered && !sac_run_unit(recovery_unit, r, &error))
+		else if (r->recovered && !sac_run_unit(r->env, recovery_unit, r, &error))
 			sac_report_unit_error(WARNING, &error, "while queueing the recovery sync of a tenant");
 	}
 	if (req.body)
@@ -524,19 +525,20 @@ refresh_locked(RefreshArgs *r)
  * tenant's rows wait for its token_retry_at).
  */
 void
-sac_oauth_refresh(SacTenant *tenant, const char *stale_token)
+sac_oauth_refresh(const SacEnv *env, SacTenant *tenant, const char *stale_token)
 {
 	RefreshArgs r;
 	SacUnitError error;
 
 	memset(&r, 0, sizeof(r));
+	r.env = env;
 	r.tenant = tenant;
 	r.stale_token = stale_token;
 	r.cxt = CurrentMemoryContext;
 	tenant_lock_tag(&r.lock, &tenant->id);
 	tenant->refreshed = true;
 
-	if (!sac_run_unit(lock_unit, &r, &error))
+	if (!sac_run_unit(env, lock_unit, &r, &error))
 	{
 		if (r.locked)
 			LockRelease(&r.lock, ExclusiveLock, true);
@@ -576,7 +578,7 @@ sac_oauth_refresh(SacTenant *tenant, const char *stale_token)
 		tenant->unavailable = true;
 		tenant->error = r.error;
 		if (!r.recorded)
-			sac_run_unit(fail_unit, &r, NULL);
+			sac_run_unit(env, fail_unit, &r, NULL);
 		if (sac_shared)
 			pg_atomic_fetch_add_u64(&sac_shared->token_failures, 1);
 	}

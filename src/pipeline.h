@@ -11,6 +11,7 @@
 
 #include "executor/spi.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "sac_webhook.h"
 #include "fetch.h"
@@ -30,14 +31,15 @@ typedef enum SacSingleMessage
 	SAC_SINGLE_UNSERVED
 } SacSingleMessage;
 
-/* A tenant seen in the current batch */
+/* A tenant with claimed rows (kept by the pipeline while it has some) */
 typedef struct SacTenant
 {
 	pg_uuid_t	id;
+	MemoryContext cxt;			/* its strings */
 	char	   *base_url;		/* API base URL without trailing slash */
 	char	   *access_token;	/* may be NULL */
 	bool		needs_refresh;	/* expired, expiring or missing token */
-	bool		refreshed;		/* refreshed during this batch */
+	bool		refreshed;		/* a refresh was tried (oauth.c) */
 	bool		unavailable;	/* refresh failed or is running elsewhere */
 	bool		busy;			/* another session is refreshing it */
 	bool		backing_off;	/* a refresh failed: the tenant's rows wait
@@ -53,9 +55,26 @@ typedef struct SacTenant
 	const char *single_evidence;	/* why, for api_bases.evidence */
 	bool		ok_recently;	/* answered 200 within sac_webhook.api_alive_window */
 	bool		ok_fresh;		/* ... within the last minute: no need to say so */
-	bool		ok_now;			/* answered 200 in this batch */
+	bool		ok_now;			/* answered 200 since that was last recorded */
+
+	/* the pipeline's own (pipeline.c) */
+	TimestampTz ok_at;			/* its API's last 200, in this process */
 	SacHttpRequest probe;		/* a request that shows the API answers */
-	bool		probed;
+	MemoryContext probe_cxt;	/* its URL and answer */
+	bool		probing;		/* the probe is under way */
+	int			claimed;		/* its jobs in the pipeline */
+	int			active;			/* ... with a request under way or waiting
+								 * to start */
+	int			in_flight;		/* ... under way */
+	double		window;			/* requests it may have under way: shrinks
+								 * on HTTP 429, grows back */
+	TimestampTz shrunk_at;		/* when the window last shrank */
+	TimestampTz paused_until;	/* Retry-After: no request before */
+	double		tokens;			/* request-rate budget */
+	TimestampTz tokens_at;
+	TimestampTz seen_at;		/* last claimed */
+	const char *refused_token;	/* the token a failed refresh was for */
+	uint64		mark;			/* pipeline.c: seen in the current group */
 } SacTenant;
 
 /* What becomes of a claimed row */
@@ -108,9 +127,14 @@ typedef struct SacJob
 	int			rechecks;		/* re-checks of an unconfirmed DELETION so far */
 	char		resource[SAC_RESOURCE_MAXLEN];
 	SacTenant  *tenant;
-	MemoryContext cxt;			/* the batch's memory */
+	MemoryContext cxt;			/* the job's memory */
 	bool		fetch;			/* needs HTTP requests */
 	SacHttpRequest req;			/* the current one */
+	TimestampTz started_at;		/* its first request */
+	TimestampTz sent_at;		/* its current request */
+	TimestampTz ready_at;		/* decided, waiting to be applied */
+	bool		token_retried;	/* asked again after a 401 */
+	int			state;			/* where it is in the pipeline (pipeline.c) */
 
 	/* where its requests stand (resolve.c) */
 	SacStep		step;
@@ -148,34 +172,43 @@ typedef struct SacJob
 	bool		held;			/* row still ours when finished: result applied */
 	bool		finished;		/* row done or dead */
 	bool		changed;		/* data changed */
+	bool		stranded;		/* could not be given back: still ours */
 } SacJob;
 
-/* What one batch did */
-typedef struct SacBatchResult
-{
-	int			claimed;		/* rows claimed; -1: the claim failed */
-	int			finished;		/* rows done or dead */
-	int64		next_due_ms;	/* nothing claimed: until the next row is due
-								 * (-1: none waiting) */
-} SacBatchResult;
+/* The pipeline of one process (pipeline.c) */
+typedef struct SacPipeline SacPipeline;
 
-extern void sac_run_batch(int limit, bool housekeeping, SacBatchResult *result);
+/* What a run of the pipeline did */
+typedef struct SacRunResult
+{
+	int			claimed;		/* rows claimed; -1: a claim failed */
+	int			finished;		/* rows done or dead */
+	bool		idle;			/* nothing claimed is left in the pipeline */
+	int64		next_due_ms;	/* idle: until the next row is due (-1: none
+								 * waiting, or not known) */
+} SacRunResult;
+
+extern SacPipeline *sac_pipeline_create(const SacEnv *env, MemoryContext parent);
+extern void sac_pipeline_run(SacPipeline *p, int max_claims, long budget_ms,
+							 bool housekeeping, SacRunResult *result);
+extern void sac_pipeline_drain(SacPipeline *p);
+extern void sac_pipeline_destroy(SacPipeline *p);
 extern char *sac_installed_version(void);
 
 /* oauth.c */
-extern void sac_oauth_refresh(SacTenant *tenant, const char *stale_token);
+extern void sac_oauth_refresh(const SacEnv *env, SacTenant *tenant, const char *stale_token);
 
 /* resolve.c */
 extern void sac_job_start(SacJob *job);
-extern bool sac_job_advance(SacJob *job);
-extern void sac_job_confirm_gone(SacJob *job);
-extern void sac_tenant_prepare_probe(SacTenant *tenant);
+extern bool sac_job_advance(const SacEnv *env, SacJob *job);
+extern void sac_job_confirm_gone(SacJob *job, bool alive, const SacHttpRequest *probe);
+extern void sac_tenant_prepare_probe(SacTenant *tenant, SacHttpRequest *probe);
 extern void sac_job_defer(SacJob *job, const char *why, int64 delay_ms, bool count_attempt);
 extern int64 sac_backoff_ms(int attempts);
 
 /* apply.c */
-extern int	sac_apply_jobs(SacJob *jobs, int njobs);
-extern void sac_apply_sync_progress(SacJob *jobs, int njobs);
-extern void sac_apply_tenant_facts(SacTenant *tenants, int ntenants);
+extern int	sac_apply_jobs(const SacEnv *env, SacJob **jobs, int njobs);
+extern void sac_apply_sync_progress(const SacEnv *env, SacJob **jobs, int njobs);
+extern void sac_apply_tenant_facts(const SacEnv *env, SacTenant **tenants, int ntenants);
 
 #endif							/* SAC_PIPELINE_H */

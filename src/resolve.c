@@ -476,7 +476,7 @@ list_holds_message(const SacJob *job)
  * is not valid JSON of the documented shape.
  */
 static bool
-read_page(SacJob *job, const char *what, PageRead *p)
+read_page(const SacEnv *env, SacJob *job, const char *what, PageRead *p)
 {
 	SacUnitError error;
 
@@ -484,7 +484,7 @@ read_page(SacJob *job, const char *what, PageRead *p)
 	p->job = job;
 	p->what = what;
 	job->tenant->ok_now = true;
-	if (!sac_run_unit(read_page_unit, p, &error))
+	if (!sac_run_unit(env, read_page_unit, p, &error))
 	{
 		sac_job_defer(job, psprintf("the API answered a %s that is not valid JSON or holds an invalid id (SQLSTATE %s)%s",
 									what, unpack_sql_state(error.sqlerrcode), request_id_of(&job->req)),
@@ -505,11 +505,11 @@ read_page(SacJob *job, const char *what, PageRead *p)
  * request was prepared.
  */
 static bool
-advance_list(SacJob *job)
+advance_list(const SacEnv *env, SacJob *job)
 {
 	PageRead	p;
 
-	if (!read_page(job, "message list", &p))
+	if (!read_page(env, job, "message list", &p))
 		return false;
 	job->pages++;
 	if (p.count > 0 && p.count >= p.limit)
@@ -564,12 +564,12 @@ advance_list(SacJob *job)
  * Returns true when another request was prepared.
  */
 static bool
-advance_sync(SacJob *job)
+advance_sync(const SacEnv *env, SacJob *job)
 {
 	PageRead	p;
 
 	job->http_status = 200;
-	if (!read_page(job, "ticket list", &p))
+	if (!read_page(env, job, "ticket list", &p))
 		return false;
 	job->pages++;
 	job->list_limit = p.max_limit > 0 ? p.max_limit : p.limit;
@@ -593,7 +593,7 @@ advance_sync(SacJob *job)
  * left undecided for sac_job_confirm_gone().
  */
 bool
-sac_job_advance(SacJob *job)
+sac_job_advance(const SacEnv *env, SacJob *job)
 {
 	long		status = job->req.status;
 
@@ -614,7 +614,7 @@ sac_job_advance(SacJob *job)
 	{
 		case SAC_STEP_SYNC_PAGE:
 			if (status == 200)
-				return advance_sync(job);
+				return advance_sync(env, job);
 			/* 404, 405, 410, 501: the API lists no tickets here */
 			decide_dead(job, psprintf("GET /v0/tickets answered HTTP %ld: the API does not list this tenant's tickets%s",
 									  status, request_id_of(&job->req)));
@@ -652,7 +652,7 @@ sac_job_advance(SacJob *job)
 
 		case SAC_STEP_LIST:
 			if (status == 200)
-				return advance_list(job);
+				return advance_list(env, job);
 			if (status == 405 || status == 501)
 			{
 				decide_dead(job, psprintf("HTTP %ld from the ticket's message list%s", status,
@@ -695,36 +695,33 @@ sac_job_advance(SacJob *job)
  * the first entry of its ticket list.
  */
 void
-sac_tenant_prepare_probe(SacTenant *tenant)
+sac_tenant_prepare_probe(SacTenant *tenant, SacHttpRequest *probe)
 {
-	memset(&tenant->probe, 0, sizeof(tenant->probe));
-	prepare_get(&tenant->probe, tenant, "/v0/tickets?_limit=1");
-	tenant->probed = true;
+	memset(probe, 0, sizeof(*probe));
+	prepare_get(probe, tenant, "/v0/tickets?_limit=1");
 }
 
 /*
  * Decide a job resolved as gone: a deletion when the tenant's API has shown
- * that it answers (a 200 in this batch, within the alive window, or from
- * the probe), else a retry saying why nothing was deleted.
+ * that it answers (alive: a 200 for the tenant since the job's first
+ * request, or within sac_webhook.api_alive_window; else the probe, when
+ * one was made), else a retry saying why nothing was deleted.
  */
 void
-sac_job_confirm_gone(SacJob *job)
+sac_job_confirm_gone(SacJob *job, bool alive, const SacHttpRequest *probe)
 {
-	SacTenant  *t = job->tenant;
-
 	if (!job->gone || job->decided)
 		return;
-	if (t->ok_now || (t->ok_recently && sac_api_alive_window_s > 0) ||
-		(t->probed && t->probe.curl_code == 0 && t->probe.status == 200))
+	if (alive || (probe && probe->curl_code == 0 && probe->status == 200))
 	{
 		job->decided = true;
 		job->action = SAC_ACT_DELETE;
 		return;
 	}
-	if (t->probed && t->probe.curl_code != 0)
+	if (probe && probe->curl_code != 0)
 		sac_job_defer(job, psprintf("HTTP %d for %s, but the API shows no sign of answering for this tenant (GET /v0/tickets: %s): nothing deleted",
-									job->http_status, job->resource, t->probe.error), -1, true);
+									job->http_status, job->resource, probe->error), -1, true);
 	else
 		sac_job_defer(job, psprintf("HTTP %d for %s, but the API shows no sign of answering for this tenant (no 200 within sac_webhook.api_alive_window; GET /v0/tickets answered HTTP %ld): nothing deleted",
-									job->http_status, job->resource, t->probe.status), -1, true);
+									job->http_status, job->resource, probe ? probe->status : 0L), -1, true);
 }

@@ -32,7 +32,10 @@ char	   *sac_api_base_url = NULL;
 char	   *sac_token_url = NULL;
 int			sac_connect_timeout_ms = 5000;
 int			sac_request_timeout_ms = 10000;
-int			sac_max_in_flight = 16;
+int			sac_max_in_flight = 256;
+int			sac_max_in_flight_per_tenant = 64;
+double		sac_max_requests_per_second = 0;
+double		sac_max_requests_per_second_per_tenant = 0;
 int			sac_batch_size = 500;
 int			sac_max_attempts = 12;
 int			sac_retry_base_delay_ms = 1000;
@@ -175,9 +178,23 @@ _PG_init(void)
 							NULL, &sac_request_timeout_ms, 10000, 100, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_in_flight",
-							"Largest number of concurrent HTTP requests.",
-							NULL, &sac_max_in_flight, 16, 1, 1024,
+							"Largest number of concurrent API requests, over all workers.",
+							"Each worker keeps its share (divided by sac_webhook.workers) in flight.",
+							&sac_max_in_flight, 256, 1, 10000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("sac_webhook.max_in_flight_per_tenant",
+							"Largest number of concurrent API requests for one tenant, over all workers.",
+							"A tenant answered with HTTP 429 gets fewer for a while.",
+							&sac_max_in_flight_per_tenant, 64, 1, 10000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("sac_webhook.max_requests_per_second",
+							 "Largest rate of API requests, over all workers (0: no limit).",
+							 NULL, &sac_max_requests_per_second, 0, 0, 1000000,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("sac_webhook.max_requests_per_second_per_tenant",
+							 "Largest rate of API requests for one tenant, over all workers (0: no limit).",
+							 NULL, &sac_max_requests_per_second_per_tenant, 0, 0, 1000000,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.batch_size",
 							"Inbox rows claimed per batch.",
 							NULL, &sac_batch_size, 500, 1, 5000,

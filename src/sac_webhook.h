@@ -60,7 +60,7 @@ typedef struct SacNotification
 } SacNotification;
 
 /* The extension version (SQL objects) this library works with */
-#define SAC_EXTENSION_VERSION "0.2.0"
+#define SAC_EXTENSION_VERSION "0.3.0"
 
 /*
  * The search_path of every session that runs the pipeline: the worker runs
@@ -93,6 +93,9 @@ extern char *sac_token_url;
 extern int	sac_connect_timeout_ms;
 extern int	sac_request_timeout_ms;
 extern int	sac_max_in_flight;
+extern int	sac_max_in_flight_per_tenant;
+extern double sac_max_requests_per_second;
+extern double sac_max_requests_per_second_per_tenant;
 extern int	sac_batch_size;
 extern int	sac_max_attempts;
 extern int	sac_retry_base_delay_ms;

@@ -24,12 +24,6 @@
 
 #include "unit.h"
 
-/* Whether units are transactions of their own (the background worker) */
-bool		sac_in_worker = false;
-
-/* Set by the worker's SIGTERM handler; stops fetches early */
-volatile sig_atomic_t sac_stop_requested = false;
-
 /*
  * Prepare a statement once per process and keep it, planned as
  * cursor_options say.
@@ -80,20 +74,21 @@ sac_set_local(const char *name, const char *value)
 }
 
 /*
- * Run fn in a unit of work (see the file header).  Returns false when fn
+ * Run fn in a unit of work (see the file header): a transaction when
+ * env->own_transactions, else a subtransaction.  Returns false when fn
  * failed, with its SQLSTATE and message in *error (when not NULL); the unit
  * is then rolled back.  Only the primary message is kept: details can quote
  * fetched documents, which must never reach logs or tables other than the
  * data tables.  Query cancel and shutdown requests are re-thrown.
  */
 bool
-sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error)
+sac_run_unit(const SacEnv *env, SacUnitFn fn, void *arg, SacUnitError *error)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile bool ok = true;
 
-	if (sac_in_worker)
+	if (env->own_transactions)
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
@@ -109,7 +104,7 @@ sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error)
 			elog(ERROR, "SPI_connect failed");
 		fn(arg);
 		SPI_finish();
-		if (sac_in_worker)
+		if (env->own_transactions)
 		{
 			PopActiveSnapshot();
 			CommitTransactionCommand();
@@ -124,7 +119,7 @@ sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error)
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		if (sac_in_worker)
+		if (env->own_transactions)
 			AbortCurrentTransaction();
 		else
 			RollbackAndReleaseCurrentSubTransaction();

@@ -25,10 +25,23 @@ typedef struct SacUnitError
 	char	   *message;
 } SacUnitError;
 
-extern bool sac_in_worker;
-extern volatile sig_atomic_t sac_stop_requested;
+/*
+ * How units of work run and when to stop, handed down by the caller (the
+ * worker or process()) to every module that runs units.
+ */
+typedef struct SacEnv
+{
+	bool		own_transactions;	/* each unit is a transaction of its own
+									 * (the background worker); else a
+									 * subtransaction of the caller's */
+	volatile sig_atomic_t *stop;	/* becomes true when the process must
+									 * stop (the worker's SIGTERM), or NULL */
+} SacEnv;
 
-extern bool sac_run_unit(SacUnitFn fn, void *arg, SacUnitError *error);
+/* Whether the process was asked to stop */
+#define sac_env_stopping(env) ((env)->stop != NULL && *(env)->stop)
+
+extern bool sac_run_unit(const SacEnv *env, SacUnitFn fn, void *arg, SacUnitError *error);
 extern void sac_report_unit_error(int elevel, const SacUnitError *error,
 								  const char *context);
 extern void sac_spi_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);

@@ -46,20 +46,10 @@ PG_FUNCTION_INFO_V1(sac_webhook_worker_counters);
 /* How often the worker takes back lost leases and prunes finished rows */
 #define HOUSEKEEPING_INTERVAL_MS 5000
 
+/* How long the pipeline runs before the worker sees to its own chores */
+#define RUN_BUDGET_MS 1000
+
 static int	worker_slot = -1;
-
-/*
- * SIGTERM: finish the current step, then exit.
- */
-static void
-worker_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	sac_stop_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
 
 /*
  * Forget our latch in shared memory at exit.
@@ -141,14 +131,15 @@ sac_webhook_worker_main(Datum main_arg)
 	TimestampTz last_housekeeping = 0;
 	ExtensionCheck ext = {EXT_UNKNOWN, ""};
 	ExtensionState reported = EXT_READY;
+	SacEnv		env = {true, &ShutdownRequestPending};
+	SacPipeline *pipeline = NULL;
 
 	worker_slot = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, worker_sigterm);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(sac_database, NULL, 0);
-	sac_in_worker = true;
 
 	/*
 	 * The worker is a superuser in a database that someone else may own:
@@ -190,10 +181,10 @@ sac_webhook_worker_main(Datum main_arg)
 	(void) mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 #endif
 
-	while (!sac_stop_requested)
+	while (!ShutdownRequestPending)
 	{
 		long		sleep_ms = sac_poll_interval_ms;
-		SacBatchResult batch = {0, 0, -1};
+		SacRunResult run = {0, 0, true, -1};
 		MemoryContext old;
 
 		CHECK_FOR_INTERRUPTS();
@@ -204,9 +195,9 @@ sac_webhook_worker_main(Datum main_arg)
 		}
 
 		old = MemoryContextSwitchTo(batch_cxt);
-		pgstat_report_activity(STATE_RUNNING, "sac_webhook batch");
+		pgstat_report_activity(STATE_RUNNING, "sac_webhook pipeline");
 		if (ext.state != EXT_READY)
-			sac_run_unit(check_extension_unit, &ext, NULL);
+			sac_run_unit(&env, check_extension_unit, &ext, NULL);
 		if (ext.state == EXT_READY)
 		{
 			TimestampTz now = GetCurrentTimestamp();
@@ -216,9 +207,11 @@ sac_webhook_worker_main(Datum main_arg)
 			reported = EXT_READY;
 			if (housekeeping)
 				last_housekeeping = now;
-			sac_run_batch(sac_batch_size, housekeeping, &batch);
+			if (pipeline == NULL)
+				pipeline = sac_pipeline_create(&env, TopMemoryContext);
+			sac_pipeline_run(pipeline, INT_MAX, RUN_BUDGET_MS, housekeeping, &run);
 			/* dropped or broken: look for the extension again after a pause */
-			if (batch.claimed < 0)
+			if (run.claimed < 0)
 				ext.state = EXT_UNKNOWN;
 		}
 		else if (ext.state != reported)
@@ -241,10 +234,10 @@ sac_webhook_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch_cxt);
 
-		if (batch.claimed > 0 || sac_stop_requested)
+		if (ShutdownRequestPending || (!run.idle && run.claimed >= 0))
 			continue;
-		if (batch.next_due_ms >= 0)
-			sleep_ms = Min(sleep_ms, Max(batch.next_due_ms, 10));
+		if (run.next_due_ms >= 0)
+			sleep_ms = Min(sleep_ms, Max(run.next_due_ms, 10));
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -252,6 +245,9 @@ sac_webhook_worker_main(Datum main_arg)
 		ResetLatch(MyLatch);
 	}
 
+	/* what is still in the pipeline goes back to the queue, untried */
+	if (pipeline != NULL)
+		sac_pipeline_drain(pipeline);
 	ereport(LOG, (errmsg("sac_webhook worker %d stopping", worker_slot)));
 	proc_exit(0);
 }

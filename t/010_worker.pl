@@ -170,14 +170,14 @@ is($node->safe_psql('postgres', "SELECT status FROM sac_webhook.tickets WHERE id
 	'closed', 'the change that came in during the fetch is stored');
 
 # 3d. A receipt whose transaction is still open holds the lock of a row in
-# flight: the rest of the batch is applied all the same, and that row once
-# the receipt commits (then fetched again, for the receipt)
+# flight: the other rows are applied all the same, and that row once the
+# receipt commits (then fetched again, for the receipt)
 my ($id602, $id603) = (uuid_of(602), uuid_of(603));
 mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/$id602", "delay_ms": 1500}});
 receive_tickets('CREATION', $id602, $id603);
 ok($node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM sac_webhook.inbox WHERE resource IN ('/v0/tickets/$id602', '/v0/tickets/$id603') AND lease_owner IS NOT NULL"),
-	'both in flight');
+	"SELECT count(*) = 1 FROM sac_webhook.inbox WHERE resource = '/v0/tickets/$id602' AND lease_owner IS NOT NULL"),
+	'the slow one in flight');
 my $bg = $node->background_psql('postgres');
 $bg->query_safe('BEGIN');
 $bg->query_safe("SELECT sac_webhook.receive('" . ticket_note('UPDATE', $id602) . "')");
@@ -198,8 +198,8 @@ my ($id604, $id605) = (uuid_of(604), uuid_of(605));
 mock('POST', '/_mock/faults', qq{{"path": "/v0/tickets/$id604", "delay_ms": 1500}});
 receive_tickets('CREATION', $id604, $id605);
 ok($node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM sac_webhook.inbox WHERE resource IN ('/v0/tickets/$id604', '/v0/tickets/$id605') AND lease_owner IS NOT NULL"),
-	'both in flight');
+	"SELECT count(*) = 1 FROM sac_webhook.inbox WHERE resource = '/v0/tickets/$id604' AND lease_owner IS NOT NULL"),
+	'the slow one in flight');
 my $held_offset = -s $node->logfile;
 $bg = $node->background_psql('postgres');
 $bg->query_safe('BEGIN');
