@@ -7,7 +7,8 @@
 -- has room for (its share of sac_webhook.max_in_flight_per_tenant, less
 -- after the API answered HTTP 429), so that a tenant the API slows down
 -- keeps its backlog in the inbox and the other tenants' rows go by it.
--- This index serves that per-tenant look-up.
+-- The index of due notifications is now by tenant, then due time.
 --
-CREATE INDEX inbox_tenant_due ON @extschema@.inbox (tenant_id, next_attempt_at)
+DROP INDEX @extschema@.inbox_due;
+CREATE INDEX inbox_due ON @extschema@.inbox (tenant_id, next_attempt_at)
 	WHERE state IN ('pending', 'retrying') AND priority = 0;

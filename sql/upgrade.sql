@@ -62,8 +62,8 @@ UPDATE sac_webhook.tenants SET refresh_token = 'rt-2';
 SELECT token_retry_at FROM sac_webhook.tenants;
 RESET sac_webhook.confirm_deletions;
 
--- the inbox has the indexes of a fresh installation (0.3.0: per tenant)
-SELECT indexname FROM pg_indexes
+-- the inbox has the indexes of a fresh installation (0.3.0: due rows by tenant)
+SELECT indexname, indexdef FROM pg_indexes
  WHERE schemaname = 'sac_webhook' AND tablename = 'inbox' ORDER BY 1;
 
 -- the members of the extension are those of a fresh installation

@@ -305,6 +305,7 @@ struct SacPipeline
 	HTAB	   *tenant_table;	/* tenant id -> SacTenant */
 	int			njobs;			/* in the pipeline */
 	JobArray	waiting;		/* JOB_WAITING, oldest first */
+	JobArray	flying;			/* JOB_IN_FLIGHT */
 	JobArray	ready;			/* JOB_READY, oldest first */
 	int			window;			/* requests under way at most (this
 								 * process's share of max_in_flight) */
@@ -330,11 +331,27 @@ struct SacPipeline
 #define GROUP_DELAY_MS 5
 #define GROUP_MAX (sac_batch_size)
 
+/*
+ * Rows claimed ahead of room to start them, so that a request can start as
+ * soon as another one ends: a window's worth, and a quarter more
+ */
+#define PREFETCHED(window) ((window) + (window) / 4)
+
 /* Claims close together are merged (when woken by new notifications) */
 #define CLAIM_INTERVAL_MS 2
 
-/* A claim that found less than it asked for is tried again after */
+/* ... and with less than a quarter of a window free, only after */
+#define CLAIM_STEP_MS 20
+
+/* A claim that found nothing is tried again after at least */
 #define CLAIM_RETRY_MS 10
+
+/*
+ * A request unanswered after this long is a straggler: it stops counting
+ * against the windows (up to half a window's worth of them), so that a slow
+ * tail of answers does not take the room of the others.
+ */
+#define STRAGGLER_MS 1000
 
 /* Longest pause a Retry-After imposes on a tenant's other requests */
 #define MAX_PAUSE_MS 60000
@@ -354,10 +371,47 @@ array_push(SacPipeline *p, JobArray *a, SacJob *job)
 	a->jobs[a->n++] = job;
 }
 
+/* Take a job off the list of requests under way */
+static void
+flying_remove(SacPipeline *p, SacJob *job)
+{
+	SacJob	   *last = p->flying.jobs[--p->flying.n];
+
+	p->flying.jobs[job->fly_slot] = last;
+	last->fly_slot = job->fly_slot;
+	job->tenant->in_flight--;
+}
+
 static int64
 ms_between(TimestampTz from, TimestampTz to)
 {
 	return (to - from) / 1000;
+}
+
+/*
+ * This process's share of the limits, which hold over all workers (from
+ * the settings, again after a reload); tenants' windows shrink to fit.
+ */
+static void
+set_limits(SacPipeline *p)
+{
+	int			workers = Max(sac_workers, 1);
+	int			old_tenant_window = p->tenant_window;
+
+	p->window = Max((sac_max_in_flight + workers - 1) / workers, 1);
+	p->tenant_window = Max((sac_max_in_flight_per_tenant + workers - 1) / workers, 1);
+	p->rate = sac_max_requests_per_second / workers;
+	p->tenant_rate = sac_max_requests_per_second_per_tenant / workers;
+	if (p->tenant_table != NULL && p->tenant_window != old_tenant_window)
+	{
+		HASH_SEQ_STATUS seq;
+		TenantEntry *te;
+
+		hash_seq_init(&seq, p->tenant_table);
+		while ((te = hash_seq_search(&seq)) != NULL)
+			te->tenant->window = te->tenant->window >= old_tenant_window ? p->tenant_window :
+				Min(te->tenant->window, (double) p->tenant_window);
+	}
 }
 
 /*
@@ -371,7 +425,6 @@ sac_pipeline_create(const SacEnv *env, MemoryContext parent)
 											  ALLOCSET_DEFAULT_SIZES);
 	SacPipeline *p = MemoryContextAllocZero(cxt, sizeof(SacPipeline));
 	HASHCTL		ctl;
-	int			workers = Max(sac_workers, 1);
 
 	p->env = env;
 	p->cxt = cxt;
@@ -390,17 +443,14 @@ sac_pipeline_create(const SacEnv *env, MemoryContext parent)
 	p->tenant_table = hash_create("sac_webhook tenants", 64, &ctl,
 								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	/* each worker keeps its share of the limits, which hold over all */
-	p->window = Max((sac_max_in_flight + workers - 1) / workers, 1);
-	p->tenant_window = Max((sac_max_in_flight_per_tenant + workers - 1) / workers, 1);
-	p->rate = sac_max_requests_per_second / workers;
-	p->tenant_rate = sac_max_requests_per_second_per_tenant / workers;
+	set_limits(p);
 	p->tokens = Max(p->rate, 1);
 	p->tokens_at = GetCurrentTimestamp();
 	p->next_due_ms = -1;
 	p->loop_cxt = AllocSetContextCreate(cxt, "sac_webhook pipeline loop",
 										ALLOCSET_DEFAULT_SIZES);
-	p->engine = sac_http_engine_create(p->window);
+	/* room for the stragglers, and for probes */
+	p->engine = sac_http_engine_create(p->window * 2);
 	return p;
 }
 
@@ -629,9 +679,9 @@ claim_arrays(SacPipeline *p, bool syncs, Datum *ids_out, Datum *tenants_out, Dat
 	{
 		SacTenant  *t = te->tenant;
 		int			room = now < t->paused_until ? 0 :
-			Max((int) t->window - t->active, 0);
+			Max(PREFETCHED((int) t->window) - t->active, 0);
 
-		if (room >= p->tenant_window)
+		if (room >= PREFETCHED(p->tenant_window))
 			continue;
 		tids[ntenants] = UUIDPGetDatum(&t->id);
 		rooms[ntenants++] = Int32GetDatum(room);
@@ -671,9 +721,9 @@ claim_unit(void *arg)
 	values[4] = BoolGetDatum(c->housekeeping);
 	values[5] = CStringGetTextDatum(sac_api_base_url);
 	values[6] = Int32GetDatum(sac_api_alive_window_s);
-	values[7] = Int32GetDatum(p->tenant_window);
+	values[7] = Int32GetDatum(PREFETCHED(p->tenant_window));
 	claim_arrays(p, false, &values[8], &values[9], &values[10]);
-	values[11] = Int32GetDatum(p->tenant_window);
+	values[11] = Int32GetDatum(PREFETCHED(p->tenant_window));
 
 	/* the claim's best plan depends on the LIMIT and the queue: plan each call */
 	sac_spi_prepare_custom(&claim_plan, claim_sql, 12, types);
@@ -747,8 +797,9 @@ claim_unit(void *arg)
 			elog(ERROR, "sync housekeeping failed: %s", SPI_result_code_string(ret));
 	}
 
+	/* nothing claimed and nothing in the pipeline: how long may it sleep? */
 	c->next_due_ms = -1;
-	if (c->njobs < c->limit)
+	if (c->njobs == 0 && p->njobs == 0)
 	{
 		sac_spi_prepare(&next_due_plan, next_due_sql, 0, NULL);
 		ret = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
@@ -865,7 +916,11 @@ claim(SacPipeline *p, int limit, bool housekeeping)
 	p->next_due_ms = c.next_due_ms;
 	if (!p->claim_more && limit > 0)
 	{
-		int64		wait = c.next_due_ms < 0 ? sac_poll_interval_ms :
+		/*
+		 * With jobs in the pipeline, the next claim comes when results are
+		 * applied (see claim_time); else when the next row is due.
+		 */
+		int64		wait = p->njobs > 0 || c.next_due_ms < 0 ? sac_poll_interval_ms :
 			Min(Max(c.next_due_ms, CLAIM_RETRY_MS), sac_poll_interval_ms);
 
 		p->next_claim_at = TimestampTzPlusMilliseconds(c.now, wait);
@@ -943,10 +998,33 @@ start_waiting(SacPipeline *p, TimestampTz now)
 {
 	int			kept = 0;
 	int			i;
+	int			stragglers = 0;
+	TimestampTz next_straggler = 0;
+	TimestampTz slow = TimestampTzPlusMilliseconds(now, -STRAGGLER_MS);
 
 	p->next_start_at = 0;
+	if (p->waiting.n == 0)
+		return;
 	if (p->rate > 0)
 		refill(&p->tokens, &p->tokens_at, p->rate, now);
+
+	/* stragglers, over all and by tenant */
+	for (i = 0; i < p->flying.n; i++)
+		p->flying.jobs[i]->tenant->stragglers = 0;
+	for (i = 0; i < p->flying.n; i++)
+	{
+		SacJob	   *job = p->flying.jobs[i];
+
+		if (job->sent_at < slow)
+		{
+			stragglers++;
+			job->tenant->stragglers++;
+		}
+		else if (next_straggler == 0 || job->sent_at < next_straggler)
+			next_straggler = job->sent_at;
+	}
+	stragglers = Min(stragglers, p->window / 2);
+
 	for (i = 0; i < p->waiting.n; i++)
 	{
 		SacJob	   *job = p->waiting.jobs[i];
@@ -954,8 +1032,13 @@ start_waiting(SacPipeline *p, TimestampTz now)
 
 		if (job->state != JOB_WAITING)
 			continue;			/* decided meanwhile */
-		if (sac_http_running(p->engine) >= p->window)
+		if (sac_http_running(p->engine) - stragglers >= p->window)
+		{
+			/* full: until an answer comes, or a request turns straggler */
+			if (next_straggler != 0)
+				p->next_start_at = TimestampTzPlusMilliseconds(next_straggler, STRAGGLER_MS);
 			break;
+		}
 		if (now < t->paused_until)
 		{
 			if (p->next_start_at == 0 || t->paused_until < p->next_start_at)
@@ -963,7 +1046,7 @@ start_waiting(SacPipeline *p, TimestampTz now)
 			p->waiting.jobs[kept++] = job;
 			continue;
 		}
-		if (t->in_flight >= Max((int) t->window, 1))
+		if (t->in_flight - Min(t->stragglers, (int) t->window / 2) >= Max((int) t->window, 1))
 		{
 			p->waiting.jobs[kept++] = job;
 			continue;
@@ -1001,6 +1084,8 @@ start_waiting(SacPipeline *p, TimestampTz now)
 			job->started_at = now;
 		sac_http_start(p->engine, &job->req);
 		job->state = JOB_IN_FLIGHT;
+		job->fly_slot = p->flying.n;
+		array_push(p, &p->flying, job);
 		t->in_flight++;
 	}
 	/* what was not looked at stays, in order */
@@ -1132,7 +1217,7 @@ request_done(SacPipeline *p, SacJob *job, TimestampTz now)
 	MemoryContext old;
 	bool		more;
 
-	t->in_flight--;
+	flying_remove(p, job);
 	adapt_window(p, t, req, job->sent_at, now);
 	if (req->status == 200)
 		t->ok_at = now;
@@ -1248,21 +1333,22 @@ forget_idle_tenants(SacPipeline *p, TimestampTz now)
 /*
  * When to claim next: at once (merged with claims close together, so that
  * a burst of notifications is claimed in a few statements) when new
- * notifications came in (the latch), or results were applied and nothing
- * is left, or the last claim took all it asked for (more may be due: then
- * in larger steps); else at the time the last claim set.  DT_NOEND when
- * there is no room.
+ * notifications came in (the latch); when the last claim took all it asked
+ * for (more may be due) or results were applied since (tenants have room
+ * again), as soon as a quarter of a window is free, or a little later for
+ * less (each claim steps over the rows the workers hold); else at the time
+ * the last claim set.  DT_NOEND when there is no room.
  */
 static TimestampTz
 claim_time(SacPipeline *p, int room)
 {
 	if (room <= 0)
 		return DT_NOEND;
-	if (p->woken || (p->njobs == 0 && p->applied))
+	if (p->woken)
 		return TimestampTzPlusMilliseconds(p->last_claim_at, CLAIM_INTERVAL_MS);
-	if (p->claim_more)
+	if (p->claim_more || p->applied)
 		return TimestampTzPlusMilliseconds(p->last_claim_at,
-										   room >= p->window / 4 ? CLAIM_INTERVAL_MS : GROUP_DELAY_MS);
+										   room >= p->window / 4 ? CLAIM_INTERVAL_MS : CLAIM_STEP_MS);
 	return p->next_claim_at;
 }
 
@@ -1287,7 +1373,7 @@ sac_pipeline_drain(SacPipeline *p)
 		if (job->state == JOB_READY)
 			continue;
 		if (job->state == JOB_IN_FLIGHT)
-			job->tenant->in_flight--;
+			flying_remove(p, job);
 		sac_job_defer(job, NULL, 0, false);
 		job_ready(p, job);
 	}
@@ -1318,6 +1404,7 @@ sac_pipeline_run(SacPipeline *p, int max_claims, long budget_ms, bool housekeepi
 
 	memset(result, 0, sizeof(*result));
 	result->next_due_ms = -1;
+	set_limits(p);
 	if (housekeeping)
 		forget_idle_tenants(p, start);
 	p->woken = true;
@@ -1325,7 +1412,7 @@ sac_pipeline_run(SacPipeline *p, int max_claims, long budget_ms, bool housekeepi
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		int			room = p->window - (p->njobs - p->ready.n);
+		int			room = PREFETCHED(p->window) - (p->njobs - p->ready.n);
 		SacHttpWake wake;
 		SacHttpRequest *req;
 		long		timeout;

@@ -66,6 +66,7 @@ typedef struct SacTenant
 	int			active;			/* ... with a request under way or waiting
 								 * to start */
 	int			in_flight;		/* ... under way */
+	int			stragglers;		/* ... of which slow to answer */
 	double		window;			/* requests it may have under way: shrinks
 								 * on HTTP 429, grows back */
 	TimestampTz shrunk_at;		/* when the window last shrank */
@@ -135,6 +136,7 @@ typedef struct SacJob
 	TimestampTz ready_at;		/* decided, waiting to be applied */
 	bool		token_retried;	/* asked again after a 401 */
 	int			state;			/* where it is in the pipeline (pipeline.c) */
+	int			fly_slot;		/* ... in its list of requests under way */
 
 	/* where its requests stand (resolve.c) */
 	SacStep		step;
