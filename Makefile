@@ -3,7 +3,7 @@
 
 EXTENSION = sac_webhook
 MODULE_big = sac_webhook
-OBJS = src/sac_webhook.o src/parse.o src/inbox.o src/unit.o src/fetch.o src/oauth.o \
+OBJS = src/sac_webhook.o src/parse.o src/inbox.o src/unit.o src/fetch.o src/queue.o src/oauth.o \
 	src/resolve.o src/apply.o src/pipeline.o src/worker.o
 DATA = sql/sac_webhook--0.1.0.sql sql/sac_webhook--0.1.0--0.2.0.sql \
        sql/sac_webhook--0.2.0--0.3.0.sql

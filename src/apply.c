@@ -50,7 +50,8 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "pipeline.h"
+#include "apply.h"
+#include "resolve.h"
 
 /* NOTIFY channel for applied changes (documented) */
 #define SAC_NOTIFY_CHANNEL "sac_webhook"

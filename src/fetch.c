@@ -63,7 +63,7 @@ static SacHttpEngine *blocking_engine = NULL;
  * Easy handles of finished transfers, kept for the next ones: a reset handle
  * costs less than a new one.
  */
-#define IDLE_HANDLES 64
+#define IDLE_HANDLES 1024
 static CURL *idle_handles[IDLE_HANDLES];
 static int	n_idle_handles = 0;
 

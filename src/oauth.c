@@ -44,7 +44,7 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "pipeline.h"
+#include "oauth.h"
 
 /* First key of our advisory locks: "SAC" */
 #define SAC_LOCK_CLASS 0x534143

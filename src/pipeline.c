@@ -27,6 +27,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "common/hashfn.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -35,224 +37,15 @@
 #include "utils/array.h"
 #include "utils/uuid.h"
 
+#include "apply.h"
+#include "fetch.h"
+#include "job.h"
+#include "oauth.h"
 #include "pipeline.h"
+#include "queue.h"
+#include "resolve.h"
 
 PG_FUNCTION_INFO_V1(sac_webhook_process);
-
-static SPIPlanPtr claim_plan = NULL;
-static SPIPlanPtr claim_sync_work_plan = NULL;
-static SPIPlanPtr claim_syncs_plan = NULL;
-static SPIPlanPtr syncs_finish_plan = NULL;
-static SPIPlanPtr syncs_periodic_plan = NULL;
-static SPIPlanPtr sync_pending_plan = NULL;
-static SPIPlanPtr prune_plan = NULL;
-static SPIPlanPtr next_due_plan = NULL;
-
-/*
- * The claim: due rows of enabled tenants that nobody holds, or whose holder
- * let its lease run out, or (with $5, at housekeeping) whose holder is
- * gone.  A claimed row keeps its state and gets a lease (lease_owner,
- * lease_until): no indexed column changes, so the update stays on its heap
- * page and writes no index entries.  A resource has at most one waiting row
- * (inbox_waiting_resource), so one lease per row is one fetch in flight per
- * resource.  The fetch that follows covers the notifications taken in so
- * far, so refetch is cleared.  Rows of a tenant whose token refresh failed
- * wait for the tenant (token_retry_at), not each for itself.  A row this
- * process still holds between two batches is one it could not give back
- * (a receipt kept it locked): it is taken again as soon as it is free.
- *
- * The search_path is pinned to pg_catalog wherever these statements run
- * (the worker's session, process()), and functions are named with their
- * schema all the same (but for the SQL constructs that look like functions:
- * multi-argument unnest in FROM, coalesce, greatest, least).
- *
- * The rows are picked in a sub-select run once (the ARRAY()) and updated
- * through the primary key, and the statement is planned afresh each time
- * with the real LIMIT (see claim_unit): a generic plan, guessing from
- * statistics taken during a backlog, could scan the whole inbox instead.
- */
-#define CLAIM_UPDATE \
-"UPDATE sac_webhook.inbox i" \
-"   SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2), lease_owner = $3," \
-"       attempts = i.attempts + 1, last_attempt_at = pg_catalog.now(), refetch = false" \
-"  FROM sac_webhook.tenants t" \
-"       LEFT JOIN sac_webhook.api_bases b" \
-"              ON b.base_url = pg_catalog.rtrim(coalesce(t.api_base_url, $6), '/')" \
-" WHERE i.id = ANY (ARRAY("
-
-/*
- * a row nobody (alive, with its lease running) holds; rows this process
- * holds are free but for those in its pipeline ($9)
- */
-#define CLAIM_FREE(w) \
-"(" w ".lease_owner IS NULL OR " w ".lease_until < pg_catalog.now()" \
-" OR (" w ".lease_owner = $3 AND " w ".id <> ALL ($9))" \
-" OR ($5 AND " w ".lease_owner NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a" \
-"                                       WHERE a.pid IS NOT NULL)))"
-
-/*
- * How many rows of each tenant may be claimed: $10/$11 for the tenants the
- * pipeline knows (their window less what they have in it), $8 for others,
- * and never more than $12
- */
-#define TENANT_ROOM \
-"pg_catalog.int4smaller(coalesce(r.room, $8), $12)"
-#define TENANT_ROOMS(e) \
-" LEFT JOIN unnest($10::pg_catalog.uuid[], $11::pg_catalog.int4[]) AS r(tenant_id, room)" \
-"        ON r.tenant_id = " e ".tenant_id"
-
-/* a tenant whose rows may be worked now */
-#define TENANT_READY(e) \
-"(" e ".enabled AND (" e ".token_retry_at IS NULL OR " e ".token_retry_at <= pg_catalog.now()))"
-
-/* the tenant's columns, at the same positions in every claim (8-10, 13, 14, 16) */
-#define CLAIM_RETURNING \
-" RETURNING i.id, i.topic, i.status::text, i.tenant_id, i.ticket_id," \
-"           i.message_id, i.attempts, t.api_base_url, t.access_token," \
-"           (t.access_token IS NULL OR" \
-"            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false))," \
-"           i.not_found, i.rechecks," \
-"           CASE WHEN b.single_message_served" \
-"                  OR b.learned_at > pg_catalog.now() - interval '1 day'" \
-"                THEN b.single_message_served END," \
-"           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7)," \
-"           i.sync_id, t.api_ok_at > pg_catalog.now() - interval '1 minute'"
-
-/*
- * Notifications, oldest due first, at most what each tenant has room for
- * (see TENANT_ROOM): a tenant the API slows down keeps its backlog in the
- * inbox, not in the pipeline, and the other tenants' rows go by it.
- */
-static const char *const claim_sql =
-CLAIM_UPDATE
-"        SELECT x.id FROM sac_webhook.tenants e" TENANT_ROOMS("e") ","
-"               LATERAL (SELECT w.id, w.next_attempt_at FROM sac_webhook.inbox w"
-"                         WHERE w.tenant_id = e.tenant_id AND w.priority = 0"
-"                           AND w.state IN ('pending', 'retrying')"
-"                           AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w")
-"                         ORDER BY w.next_attempt_at LIMIT " TENANT_ROOM " FOR UPDATE OF w SKIP LOCKED) x"
-"         WHERE " TENANT_READY("e")
-"         ORDER BY x.next_attempt_at LIMIT $1))"
-"   AND t.tenant_id = i.tenant_id"
-CLAIM_RETURNING;
-
-/*
- * Work queued by syncs, in what room the notifications leave, the same
- * way (with $12 a smaller share per tenant), so that tenants share it.
- */
-static const char *const claim_sync_work_sql =
-CLAIM_UPDATE
-"        SELECT x.id FROM sac_webhook.tenants e" TENANT_ROOMS("e") ","
-"               LATERAL (SELECT w.id, w.next_attempt_at FROM sac_webhook.inbox w"
-"                         WHERE w.tenant_id = e.tenant_id AND w.priority = 1"
-"                           AND w.state IN ('pending', 'retrying')"
-"                           AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w")
-"                         ORDER BY w.next_attempt_at LIMIT " TENANT_ROOM " FOR UPDATE OF w SKIP LOCKED) x"
-"         WHERE " TENANT_READY("e")
-"         ORDER BY x.next_attempt_at LIMIT $1))"
-"   AND t.tenant_id = i.tenant_id"
-CLAIM_RETURNING;
-
-/*
- * Syncs whose walk is due, of ready tenants, one per tenant at a time; the
- * columns of the claims above, then the walk's own.
- */
-static const char *const claim_syncs_sql =
-"UPDATE sac_webhook.syncs s"
-"   SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2), lease_owner = $3,"
-"       attempts = s.attempts + 1,"
-"       walk_started_at = coalesce(s.walk_started_at, pg_catalog.now())"
-"  FROM sac_webhook.tenants t"
-"       LEFT JOIN sac_webhook.api_bases b"
-"              ON b.base_url = pg_catalog.rtrim(coalesce(t.api_base_url, $6), '/')"
-" WHERE s.id = ANY (ARRAY("
-"        SELECT w.id FROM sac_webhook.syncs w"
-"         WHERE w.state = 'walking' AND w.next_attempt_at <= pg_catalog.now()"
-"           AND " CLAIM_FREE("w")
-"           AND EXISTS (SELECT 1 FROM sac_webhook.tenants e"
-"                        WHERE e.tenant_id = w.tenant_id AND " TENANT_READY("e") ")"
-"         ORDER BY w.next_attempt_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED))"
-"   AND t.tenant_id = s.tenant_id"
-" RETURNING s.id, 'sync', 'UPDATE', s.tenant_id, NULL::uuid, NULL::uuid, s.attempts,"
-"           t.api_base_url, t.access_token,"
-"           (t.access_token IS NULL OR"
-"            coalesce(t.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => $4), false)),"
-"           0, 0,"
-"           CASE WHEN b.single_message_served"
-"                  OR b.learned_at > pg_catalog.now() - interval '1 day'"
-"                THEN b.single_message_served END,"
-"           t.api_ok_at > pg_catalog.now() - pg_catalog.make_interval(secs => $7),"
-"           s.id, t.api_ok_at > pg_catalog.now() - interval '1 minute', s.since IS NULL,"
-"           pg_catalog.to_char((s.since - interval '" SAC_SYNC_OVERLAP "') AT TIME ZONE 'UTC',"
-"                              'YYYY-MM-DD\"T\"HH24:MI:SS'),"
-"           s.next_offset, s.page_limit";
-
-/* Is there reconciliation work: rows a sync queued, walks? (cheap probes) */
-static const char *const sync_pending_sql =
-"SELECT EXISTS (SELECT 1 FROM sac_webhook.inbox w"
-"                WHERE w.state IN ('pending', 'retrying') AND w.priority = 1),"
-"       EXISTS (SELECT 1 FROM sac_webhook.syncs s WHERE s.state = 'walking')";
-
-/*
- * Housekeeping of syncs: a sync whose walk is over and whose queued rows
- * are all finished is done (its tickets deleted counted, its seen list
- * dropped) ...
- */
-static const char *const syncs_finish_sql =
-"WITH done AS ("
-"  UPDATE sac_webhook.syncs s"
-"     SET state = 'done', finished_at = pg_catalog.now(),"
-"         tickets_deleted = (SELECT pg_catalog.count(*) FROM sac_webhook.inbox i"
-"                             WHERE i.sync_id = s.id AND i.topic = 'sac_ticket' AND i.state = 'done'"
-"                               AND i.last_http_status IN (404, 410))"
-"   WHERE s.state = 'confirming'"
-"     AND NOT EXISTS (SELECT 1 FROM sac_webhook.inbox i"
-"                      WHERE i.sync_id = s.id AND i.state IN ('pending', 'retrying'))"
-"  RETURNING s.id),"
-" dropped AS (DELETE FROM sac_webhook.sync_seen v"
-"              WHERE v.sync_id IN (SELECT id FROM done)"
-"                 OR v.sync_id IN (SELECT f.id FROM sac_webhook.syncs f WHERE f.state = 'failed'))"
-" SELECT pg_catalog.count(*) FROM done";
-
-/*
- * ... and each enabled tenant gets a periodic sync every $1 seconds, of
- * what changed since its tickets are known to be in step (synced_until, see
- * sync_advance_sql in apply.c; or since the tenant was registered), with an
- * overlap.
- */
-static const char *const syncs_periodic_sql =
-"INSERT INTO sac_webhook.syncs (tenant_id, kind, since)"
-" SELECT t.tenant_id, 'periodic',"
-"        coalesce(t.synced_until, t.created_at)"
-"   FROM sac_webhook.tenants t"
-"  WHERE t.enabled"
-"    AND NOT EXISTS (SELECT 1 FROM sac_webhook.syncs s"
-"                     WHERE s.tenant_id = t.tenant_id"
-"                       AND (s.finished_at IS NULL"
-"                            OR s.started_at > pg_catalog.now() - pg_catalog.make_interval(secs => $1)))"
-"    AND t.created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)";
-
-static const char *const prune_sql =
-"DELETE FROM sac_webhook.inbox"
-" WHERE id IN (SELECT id FROM sac_webhook.inbox"
-"               WHERE state = 'done'"
-"                 AND finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-"               LIMIT 10000)";
-
-/*
- * Milliseconds until the next waiting row of an enabled tenant is due (a
- * held row: until its lease runs out; a tenant backing off: until it may
- * refresh again)
- */
-static const char *const next_due_sql =
-"SELECT (pg_catalog.date_part('epoch', pg_catalog.min(due) - pg_catalog.now()) * 1000)::bigint"
-"  FROM (SELECT greatest(w.next_attempt_at, w.lease_until, e.token_retry_at) AS due"
-"          FROM sac_webhook.inbox w JOIN sac_webhook.tenants e ON e.tenant_id = w.tenant_id AND e.enabled"
-"         WHERE w.state IN ('pending', 'retrying')"
-"        UNION ALL"
-"        SELECT greatest(s.next_attempt_at, s.lease_until, e.token_retry_at)"
-"          FROM sac_webhook.syncs s JOIN sac_webhook.tenants e ON e.tenant_id = s.tenant_id AND e.enabled"
-"         WHERE s.state = 'walking') d";
 
 /* Where a job is in the pipeline */
 typedef enum JobState
@@ -306,6 +99,10 @@ struct SacPipeline
 	int			njobs;			/* in the pipeline */
 	JobArray	waiting;		/* JOB_WAITING, oldest first */
 	JobArray	flying;			/* JOB_IN_FLIGHT */
+	int			startable;		/* waiting jobs their tenants let start */
+	int			holding;		/* places it holds in the caps on requests
+								 * in flight (see take_slot) */
+	int			stragglers;		/* requests under way that gave theirs back */
 	JobArray	ready;			/* JOB_READY, oldest first */
 	int			window;			/* requests under way at most (this
 								 * process's share of max_in_flight) */
@@ -325,10 +122,21 @@ struct SacPipeline
 	bool		applied;		/* results applied since the last claim */
 	uint64		group_serial;
 	MemoryContext loop_cxt;		/* reset at every turn of the loop */
+	JobKey	   *stranded;		/* rows it could not give back (still ours) */
+	int			nstranded;
 };
 
-/* Apply what is ready at least this often, and in groups of at most ... */
+/* Rows the pipeline could not give back, remembered at most */
+#define MAX_STRANDED 1024
+
+/*
+ * Apply what is ready at least this often, and in groups of at most ...;
+ * while there is a backlog (the last claim took all it asked for), rows
+ * wait in the inbox anyway: then in groups up to BACKLOG_GROUP_DELAY_MS
+ * apart, which cost less per row.
+ */
 #define GROUP_DELAY_MS 5
+#define BACKLOG_GROUP_DELAY_MS 50
 #define GROUP_MAX (sac_batch_size)
 
 /*
@@ -371,6 +179,71 @@ array_push(SacPipeline *p, JobArray *a, SacJob *job)
 	a->jobs[a->n++] = job;
 }
 
+/* Add one to a shared count if it stays within cap */
+static bool
+count_up(pg_atomic_uint32 *count, uint32 cap)
+{
+	uint32		cur = pg_atomic_read_u32(count);
+
+	while (cur < cap)
+	{
+		if (pg_atomic_compare_exchange_u32(count, &cur, cur + 1))
+			return true;
+	}
+	return false;
+}
+
+/* Why a request may not start now */
+typedef enum SlotResult
+{
+	SLOT_TAKEN,
+	SLOT_ALL_BUSY,				/* max_in_flight requests are under way */
+	SLOT_TENANT_BUSY			/* ... or as many of the tenant's as its window */
+} SlotResult;
+
+/*
+ * Take a place for one request of tenant t under the caps on requests in
+ * flight: over all processes in shared memory (without it, in process()
+ * with the library not preloaded, over this process alone).
+ */
+static SlotResult
+take_slot(SacPipeline *p, SacTenant *t)
+{
+	uint32		tenant_cap = (uint32) Max((int) t->window, 1);
+
+	if (sac_shared == NULL)
+	{
+		if (p->holding >= p->window)
+			return SLOT_ALL_BUSY;
+		if (t->in_flight >= (int) tenant_cap)
+			return SLOT_TENANT_BUSY;
+		return SLOT_TAKEN;
+	}
+	if (!count_up(&sac_shared->in_flight, (uint32) p->window))
+		return SLOT_ALL_BUSY;
+	if (!count_up(&sac_shared->tenant_in_flight[t->slot], tenant_cap))
+	{
+		pg_atomic_fetch_sub_u32(&sac_shared->in_flight, 1);
+		return SLOT_TENANT_BUSY;
+	}
+	return SLOT_TAKEN;
+}
+
+/* Give back a place taken by take_slot() */
+static void
+give_slot(SacPipeline *p, SacJob *job)
+{
+	if (!job->holds_slot)
+		return;
+	job->holds_slot = false;
+	p->holding--;
+	if (sac_shared != NULL)
+	{
+		pg_atomic_fetch_sub_u32(&sac_shared->in_flight, 1);
+		pg_atomic_fetch_sub_u32(&sac_shared->tenant_in_flight[job->tenant->slot], 1);
+	}
+}
+
 /* Take a job off the list of requests under way */
 static void
 flying_remove(SacPipeline *p, SacJob *job)
@@ -380,6 +253,32 @@ flying_remove(SacPipeline *p, SacJob *job)
 	p->flying.jobs[job->fly_slot] = last;
 	last->fly_slot = job->fly_slot;
 	job->tenant->in_flight--;
+	if (job->holds_slot)
+		give_slot(p, job);
+	else
+		p->stragglers--;
+}
+
+/*
+ * The pipeline whose places in the shared counts go back should the
+ * process exit without destroying it (FATAL in process()), and the exit
+ * callback that does so, registered once per process.
+ */
+static SacPipeline *exiting_pipeline = NULL;
+static bool exit_callback_registered = false;
+
+static void
+give_back_at_exit(int code, Datum arg)
+{
+	SacPipeline *p = exiting_pipeline;
+
+	(void) code;
+	(void) arg;
+	if (p == NULL)
+		return;
+	for (int i = 0; i < p->flying.n; i++)
+		give_slot(p, p->flying.jobs[i]);
+	exiting_pipeline = NULL;
 }
 
 static int64
@@ -389,8 +288,38 @@ ms_between(TimestampTz from, TimestampTz to)
 }
 
 /*
- * This process's share of the limits, which hold over all workers (from
- * the settings, again after a reload); tenants' windows shrink to fit.
+ * How many rows may be in the pipeline for a window of requests: enough to
+ * refill it at once as answers come, and at least a group's worth (so
+ * that a fast API is applied in large groups).
+ */
+static int
+claims(int window)
+{
+	return Max(PREFETCHED(window), sac_batch_size);
+}
+
+/*
+ * ... and for a tenant: up to half of them while its window is whole (the
+ * other half is for the other tenants); only its window and a quarter
+ * while the API slows it down (so that its backlog stays in the inbox);
+ * none while it waits for a Retry-After.  (t NULL: a tenant it knows
+ * nothing of.)
+ */
+static int
+tenant_claims(const SacPipeline *p, const SacTenant *t, TimestampTz now)
+{
+	if (t != NULL && now < t->paused_until)
+		return 0;
+	if (t == NULL || t->window >= p->tenant_window)
+		return Max(PREFETCHED(p->tenant_window), claims(p->window) / 2);
+	return PREFETCHED(Max((int) t->window, 1));
+}
+
+/*
+ * The limits, from the settings (again after a reload): the caps on
+ * requests in flight hold over all processes through the counts in shared
+ * memory (see take_slot); of the request rates each worker keeps its share.
+ * Tenants' windows shrink to fit.
  */
 static void
 set_limits(SacPipeline *p)
@@ -398,8 +327,8 @@ set_limits(SacPipeline *p)
 	int			workers = Max(sac_workers, 1);
 	int			old_tenant_window = p->tenant_window;
 
-	p->window = Max((sac_max_in_flight + workers - 1) / workers, 1);
-	p->tenant_window = Max((sac_max_in_flight_per_tenant + workers - 1) / workers, 1);
+	p->window = sac_max_in_flight;
+	p->tenant_window = sac_max_in_flight_per_tenant;
 	p->rate = sac_max_requests_per_second / workers;
 	p->tenant_rate = sac_max_requests_per_second_per_tenant / workers;
 	if (p->tenant_table != NULL && p->tenant_window != old_tenant_window)
@@ -449,8 +378,15 @@ sac_pipeline_create(const SacEnv *env, MemoryContext parent)
 	p->next_due_ms = -1;
 	p->loop_cxt = AllocSetContextCreate(cxt, "sac_webhook pipeline loop",
 										ALLOCSET_DEFAULT_SIZES);
+	p->stranded = MemoryContextAlloc(cxt, sizeof(JobKey) * MAX_STRANDED);
 	/* room for the stragglers, and for probes */
 	p->engine = sac_http_engine_create(p->window * 2);
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(give_back_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	exiting_pipeline = p;
 	return p;
 }
 
@@ -461,6 +397,10 @@ sac_pipeline_create(const SacEnv *env, MemoryContext parent)
 void
 sac_pipeline_destroy(SacPipeline *p)
 {
+	for (int i = 0; i < p->flying.n; i++)
+		give_slot(p, p->flying.jobs[i]);
+	if (exiting_pipeline == p)
+		exiting_pipeline = NULL;
 	sac_http_engine_destroy(p->engine);
 	MemoryContextDelete(p->cxt);
 }
@@ -489,6 +429,7 @@ tenant_from_row(SacPipeline *p, const pg_uuid_t *id, HeapTuple tup, TupleDesc td
 		t->cxt = cxt;
 		memcpy(&t->id, id, sizeof(pg_uuid_t));
 		t->window = p->tenant_window;
+		t->slot = hash_bytes((const unsigned char *) id, sizeof(pg_uuid_t)) % SAC_TENANT_SLOTS;
 		t->tokens = Max(p->tenant_rate, 1);
 		t->tokens_at = now;
 		e->tenant = t;
@@ -652,46 +593,64 @@ job_cmp(const void *a, const void *b)
 }
 
 /*
- * The claims' parameters: the rows in the pipeline ($9: inbox rows, or
- * syncs with syncs true), and the room of each tenant the pipeline knows
- * that has less than a whole window ($10, $11).
+ * The claims' parameters: the rows this process holds but could not give
+ * back ($9: inbox rows, or syncs with syncs true) and whether its pipeline
+ * holds none at all ($13), and the room of each tenant the pipeline knows
+ * that has less than the default ($10, $11).
  */
 static void
-claim_arrays(SacPipeline *p, bool syncs, Datum *ids_out, Datum *tenants_out, Datum *rooms_out)
+claim_arrays(SacPipeline *p, bool syncs, Datum *values)
 {
 	HASH_SEQ_STATUS seq;
-	JobEntry   *je;
 	TenantEntry *te;
-	Datum	   *ids = palloc(sizeof(Datum) * Max(p->njobs, 1));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(p->nstranded, 1));
 	Datum	   *tids = palloc(sizeof(Datum) * Max(hash_get_num_entries(p->tenant_table), 1));
 	Datum	   *rooms = palloc(sizeof(Datum) * Max(hash_get_num_entries(p->tenant_table), 1));
 	int			nids = 0;
 	int			ntenants = 0;
 	TimestampTz now = GetCurrentTimestamp();
+	int			default_room = tenant_claims(p, NULL, now);
 
-	hash_seq_init(&seq, p->job_table);
-	while ((je = hash_seq_search(&seq)) != NULL)
-		if (je->key.is_sync == syncs)
-			ids[nids++] = Int64GetDatum(je->key.id);
+	for (int i = 0; i < p->nstranded; i++)
+		if (p->stranded[i].is_sync == syncs)
+			ids[nids++] = Int64GetDatum(p->stranded[i].id);
 
 	hash_seq_init(&seq, p->tenant_table);
 	while ((te = hash_seq_search(&seq)) != NULL)
 	{
 		SacTenant  *t = te->tenant;
-		int			room = now < t->paused_until ? 0 :
-			Max(PREFETCHED((int) t->window) - t->active, 0);
+		int			room = Max(tenant_claims(p, t, now) - t->active, 0);
 
-		if (room >= PREFETCHED(p->tenant_window))
+		if (room >= default_room)
 			continue;
 		tids[ntenants] = UUIDPGetDatum(&t->id);
 		rooms[ntenants++] = Int32GetDatum(room);
 	}
-	*ids_out = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL,
-											   TYPALIGN_DOUBLE));
-	*tenants_out = PointerGetDatum(construct_array(tids, ntenants, UUIDOID, UUID_LEN, false,
-												   TYPALIGN_CHAR));
-	*rooms_out = PointerGetDatum(construct_array(rooms, ntenants, INT4OID, 4, true,
+	values[8] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[9] = PointerGetDatum(construct_array(tids, ntenants, UUIDOID, UUID_LEN, false,
+												TYPALIGN_CHAR));
+	values[10] = PointerGetDatum(construct_array(rooms, ntenants, INT4OID, 4, true,
 												 TYPALIGN_INT));
+	values[12] = BoolGetDatum(syncs ? p->walks == 0 : p->njobs - p->walks == 0);
+}
+
+/*
+ * Forget the rows the pipeline could not give back that a claim took again.
+ */
+static void
+forget_stranded(SacPipeline *p)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < p->nstranded; i++)
+	{
+		JobKey		key = p->stranded[i];
+
+		if (hash_search(p->job_table, &key, HASH_FIND, NULL) == NULL)
+			p->stranded[kept++] = key;
+	}
+	p->nstranded = kept;
 }
 
 /*
@@ -704,11 +663,7 @@ claim_unit(void *arg)
 {
 	Claim	   *c = (Claim *) arg;
 	SacPipeline *p = c->p;
-	Oid			types[12] = {INT4OID, INT4OID, INT4OID, INT4OID, BOOLOID, TEXTOID, INT4OID,
-		INT4OID, INT8ARRAYOID, UUIDARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		values[12];
-	int			ret;
-	bool		isnull;
+	Datum		values[SAC_CLAIM_NARGS];
 	bool		sync_work = false;
 	bool		walks = false;
 	int			sync_room = Max(sac_sync_batch_size - p->sync_rows, 0);
@@ -721,98 +676,45 @@ claim_unit(void *arg)
 	values[4] = BoolGetDatum(c->housekeeping);
 	values[5] = CStringGetTextDatum(sac_api_base_url);
 	values[6] = Int32GetDatum(sac_api_alive_window_s);
-	values[7] = Int32GetDatum(PREFETCHED(p->tenant_window));
-	claim_arrays(p, false, &values[8], &values[9], &values[10]);
-	values[11] = Int32GetDatum(PREFETCHED(p->tenant_window));
+	values[7] = Int32GetDatum(tenant_claims(p, NULL, 0));
+	claim_arrays(p, false, values);
+	values[11] = Int32GetDatum(tenant_claims(p, NULL, 0));
 
-	/* the claim's best plan depends on the LIMIT and the queue: plan each call */
-	sac_spi_prepare_custom(&claim_plan, claim_sql, 12, types);
-	ret = SPI_execute_plan(claim_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
-	c->live_full = c->limit > 0 && SPI_processed >= (uint64) c->limit;
+	c->live_full = c->limit > 0 &&
+		sac_queue_claim(SAC_CLAIM_NOTIFICATIONS, values) >= (uint64) c->limit;
 	collect_claimed(c);
 
 	/* in the room notifications leave: work queued by syncs, then walks */
 	if (c->njobs < c->limit && sac_sync_batch_size > 0 && (sync_room > 0 || walk_room > 0))
-	{
-		sac_spi_prepare(&sync_pending_plan, sync_pending_sql, 0, NULL);
-		/* not read-only: in process(), what earlier units queued must show */
-		if (SPI_execute_plan(sync_pending_plan, NULL, NULL, false, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "sync look-up failed");
-		sync_work = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		walks = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
+		sac_queue_sync_pending(&sync_work, &walks);
 	if (sync_work && sync_room > 0 && c->njobs < c->limit)
 	{
 		int			want = Min(c->limit - c->njobs, sync_room);
 
 		values[0] = Int32GetDatum(want);
 		values[11] = Int32GetDatum(Max(sac_sync_batch_size / 4, 1));
-		sac_spi_prepare_custom(&claim_sync_work_plan, claim_sync_work_sql, 12, types);
-		ret = SPI_execute_plan(claim_sync_work_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "inbox claim failed: %s", SPI_result_code_string(ret));
-		c->sync_full = SPI_processed >= (uint64) want;
+		c->sync_full = sac_queue_claim(SAC_CLAIM_SYNC_WORK, values) >= (uint64) want;
 		collect_claimed(c);
 	}
 	if (walks && walk_room > 0 && c->njobs < c->limit)
 	{
 		values[0] = Int32GetDatum(Min(c->limit - c->njobs, walk_room));
-		claim_arrays(p, true, &values[8], &values[9], &values[10]);
-		sac_spi_prepare_custom(&claim_syncs_plan, claim_syncs_sql, 12, types);
-		ret = SPI_execute_plan(claim_syncs_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "sync claim failed: %s", SPI_result_code_string(ret));
+		claim_arrays(p, true, values);
+		sac_queue_claim(SAC_CLAIM_WALKS, values);
 		collect_claimed(c);
 	}
 
 	if (c->housekeeping)
 	{
-		Oid			ptypes[1] = {INT4OID};
-		Datum		pvalues[1] = {Int32GetDatum(sac_done_retention_s)};
-
-		sac_spi_prepare(&prune_plan, prune_sql, 1, ptypes);
-		ret = SPI_execute_plan(prune_plan, pvalues, NULL, false, 0);
-		if (ret != SPI_OK_DELETE)
-			elog(ERROR, "inbox pruning failed: %s", SPI_result_code_string(ret));
-
-		if (sac_resync_interval_s > 0)
-		{
-			pvalues[0] = Int32GetDatum(sac_resync_interval_s);
-			sac_spi_prepare(&syncs_periodic_plan, syncs_periodic_sql, 1, ptypes);
-			ret = SPI_execute_plan(syncs_periodic_plan, pvalues, NULL, false, 0);
-			if (ret != SPI_OK_INSERT)
-				elog(ERROR, "sync housekeeping failed: %s", SPI_result_code_string(ret));
-		}
+		sac_queue_prune();
+		sac_queue_periodic_syncs();
 	}
-
 	/* syncs whose queued work is over are done (when idle, or now and then) */
 	if (c->housekeeping || (c->njobs == 0 && p->njobs == 0))
-	{
-		sac_spi_prepare(&syncs_finish_plan, syncs_finish_sql, 0, NULL);
-		ret = SPI_execute_plan(syncs_finish_plan, NULL, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "sync housekeeping failed: %s", SPI_result_code_string(ret));
-	}
+		sac_queue_finish_syncs();
 
 	/* nothing claimed and nothing in the pipeline: how long may it sleep? */
-	c->next_due_ms = -1;
-	if (c->njobs == 0 && p->njobs == 0)
-	{
-		sac_spi_prepare(&next_due_plan, next_due_sql, 0, NULL);
-		ret = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "inbox look-up failed: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 1)
-		{
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				c->next_due_ms = Max(DatumGetInt64(d), 0);
-		}
-	}
+	c->next_due_ms = c->njobs == 0 && p->njobs == 0 ? sac_queue_next_due_ms() : -1;
 }
 
 /*
@@ -914,6 +816,8 @@ claim(SacPipeline *p, int limit, bool housekeeping)
 	}
 	p->claim_more = c.live_full || c.sync_full;
 	p->next_due_ms = c.next_due_ms;
+	if (p->nstranded > 0)
+		forget_stranded(p);
 	if (!p->claim_more && limit > 0)
 	{
 		/*
@@ -998,56 +902,45 @@ start_waiting(SacPipeline *p, TimestampTz now)
 {
 	int			kept = 0;
 	int			i;
-	int			stragglers = 0;
 	TimestampTz next_straggler = 0;
 	TimestampTz slow = TimestampTzPlusMilliseconds(now, -STRAGGLER_MS);
+	bool		others = false;
 
 	p->next_start_at = 0;
+	p->startable = 0;
 	if (p->waiting.n == 0)
 		return;
 	if (p->rate > 0)
 		refill(&p->tokens, &p->tokens_at, p->rate, now);
 
-	/* stragglers, over all and by tenant */
-	for (i = 0; i < p->flying.n; i++)
-		p->flying.jobs[i]->tenant->stragglers = 0;
+	/* requests slow to answer give their places back (half a window at most) */
 	for (i = 0; i < p->flying.n; i++)
 	{
 		SacJob	   *job = p->flying.jobs[i];
 
-		if (job->sent_at < slow)
+		if (!job->holds_slot)
+			continue;
+		if (job->sent_at < slow && p->stragglers < p->window / 2)
 		{
-			stragglers++;
-			job->tenant->stragglers++;
+			give_slot(p, job);
+			p->stragglers++;
 		}
 		else if (next_straggler == 0 || job->sent_at < next_straggler)
 			next_straggler = job->sent_at;
 	}
-	stragglers = Min(stragglers, p->window / 2);
 
 	for (i = 0; i < p->waiting.n; i++)
 	{
 		SacJob	   *job = p->waiting.jobs[i];
 		SacTenant  *t = job->tenant;
+		SlotResult	slot;
 
 		if (job->state != JOB_WAITING)
 			continue;			/* decided meanwhile */
-		if (sac_http_running(p->engine) - stragglers >= p->window)
-		{
-			/* full: until an answer comes, or a request turns straggler */
-			if (next_straggler != 0)
-				p->next_start_at = TimestampTzPlusMilliseconds(next_straggler, STRAGGLER_MS);
-			break;
-		}
 		if (now < t->paused_until)
 		{
 			if (p->next_start_at == 0 || t->paused_until < p->next_start_at)
 				p->next_start_at = t->paused_until;
-			p->waiting.jobs[kept++] = job;
-			continue;
-		}
-		if (t->in_flight - Min(t->stragglers, (int) t->window / 2) >= Max((int) t->window, 1))
-		{
 			p->waiting.jobs[kept++] = job;
 			continue;
 		}
@@ -1072,11 +965,29 @@ start_waiting(SacPipeline *p, TimestampTz now)
 				p->next_start_at = at;
 			break;
 		}
+		slot = take_slot(p, t);
+		if (slot == SLOT_TENANT_BUSY)
+		{
+			/* another process's answers may free it: look again soon */
+			others |= t->in_flight == 0;
+			p->waiting.jobs[kept++] = job;
+			continue;
+		}
+		if (slot == SLOT_ALL_BUSY)
+		{
+			/* until an answer comes, or a request turns straggler */
+			if (next_straggler != 0)
+				p->next_start_at = TimestampTzPlusMilliseconds(next_straggler, STRAGGLER_MS);
+			others |= p->holding == 0;
+			break;
+		}
 		if (p->rate > 0)
 			p->tokens -= 1;
 		if (p->tenant_rate > 0)
 			t->tokens -= 1;
 
+		job->holds_slot = true;
+		p->holding++;
 		job->req.cxt = job->cxt;
 		job->req.owner = job;
 		job->sent_at = now;
@@ -1093,6 +1004,20 @@ start_waiting(SacPipeline *p, TimestampTz now)
 		if (p->waiting.jobs[i]->state == JOB_WAITING)
 			p->waiting.jobs[kept++] = p->waiting.jobs[i];
 	p->waiting.n = kept;
+
+	/* held back by other processes' requests alone: no answer of ours will wake us */
+	if (others)
+	{
+		TimestampTz soon = TimestampTzPlusMilliseconds(now, GROUP_DELAY_MS);
+
+		if (p->next_start_at == 0 || soon < p->next_start_at)
+			p->next_start_at = soon;
+	}
+
+	/* how many could start as soon as there is room */
+	for (i = 0; i < p->waiting.n; i++)
+		if (now >= p->waiting.jobs[i]->tenant->paused_until)
+			p->startable++;
 }
 
 /*
@@ -1110,7 +1035,8 @@ count_fetch(const SacHttpRequest *req)
 
 /*
  * What an answer tells of the tenant's limits at the API: HTTP 429 (or a
- * Retry-After with a 5xx) halves its window, at most once for the requests
+ * Retry-After with a 5xx) halves its window (or what of it was in use),
+ * at most once for the requests
  * sent before the last halving, and holds its other requests back for the
  * Retry-After; any other answer grows the window back by about one request
  * per window's worth of answers (additive increase, multiplicative
@@ -1124,7 +1050,8 @@ adapt_window(SacPipeline *p, SacTenant *t, const SacHttpRequest *req, TimestampT
 	{
 		if (sent_at >= t->shrunk_at)
 		{
-			t->window = Max(t->window / 2, 1.0);
+			/* half of what was really under way (this one included) */
+			t->window = Max(Min(t->window, (double) (t->in_flight + 1)) / 2, 1.0);
 			t->shrunk_at = now;
 		}
 		if (req->retry_after_s > 0)
@@ -1292,6 +1219,9 @@ apply_ready(SacPipeline *p, SacRunResult *result)
 		key.id = job->id;
 		key.is_sync = job->is_sync;
 		hash_search(p->job_table, &key, HASH_REMOVE, NULL);
+		/* still ours: a later claim takes it back (beyond, its lease runs out) */
+		if (job->stranded && p->nstranded < MAX_STRANDED)
+			p->stranded[p->nstranded++] = key;
 		job->tenant->claimed--;
 		p->njobs--;
 		if (job->is_sync)
@@ -1335,8 +1265,9 @@ forget_idle_tenants(SacPipeline *p, TimestampTz now)
  * a burst of notifications is claimed in a few statements) when new
  * notifications came in (the latch); when the last claim took all it asked
  * for (more may be due) or results were applied since (tenants have room
- * again), as soon as a quarter of a window is free, or a little later for
- * less (each claim steps over the rows the workers hold); else at the time
+ * again), as soon as few claimed rows are left to start, or most of the
+ * rows have left, else a little later (each claim steps over the rows the
+ * workers hold, so a backlog is claimed in large steps); else at the time
  * the last claim set.  DT_NOEND when there is no room.
  */
 static TimestampTz
@@ -1348,7 +1279,9 @@ claim_time(SacPipeline *p, int room)
 		return TimestampTzPlusMilliseconds(p->last_claim_at, CLAIM_INTERVAL_MS);
 	if (p->claim_more || p->applied)
 		return TimestampTzPlusMilliseconds(p->last_claim_at,
-										   room >= p->window / 4 ? CLAIM_INTERVAL_MS : CLAIM_STEP_MS);
+										   p->startable < p->window / 4 ||
+										   room >= claims(p->window) * 3 / 4 ?
+										   CLAIM_INTERVAL_MS : CLAIM_STEP_MS);
 	return p->next_claim_at;
 }
 
@@ -1412,11 +1345,12 @@ sac_pipeline_run(SacPipeline *p, int max_claims, long budget_ms, bool housekeepi
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		int			room = PREFETCHED(p->window) - (p->njobs - p->ready.n);
+		int			room = claims(p->window) - (p->njobs - p->ready.n);
 		SacHttpWake wake;
 		SacHttpRequest *req;
 		long		timeout;
 		TimestampTz until;
+		int			group_delay;
 
 		MemoryContextReset(p->loop_cxt);
 		if (sac_env_stopping(p->env))
@@ -1439,12 +1373,14 @@ sac_pipeline_run(SacPipeline *p, int max_claims, long budget_ms, bool housekeepi
 		start_waiting(p, now);
 
 		/*
-		 * Apply what is ready: a full group, one that waited long enough, or
-		 * all of it when nothing else is in the pipeline.
+		 * Apply what is ready: a full group, one that waited long enough
+		 * (see BACKLOG_GROUP_DELAY_MS), or all of it when nothing else is in
+		 * the pipeline.
 		 */
+		group_delay = p->claim_more ? BACKLOG_GROUP_DELAY_MS : GROUP_DELAY_MS;
 		if (p->ready.n > 0 &&
 			(p->ready.n >= GROUP_MAX ||
-			 ms_between(p->ready.jobs[0]->ready_at, now) >= GROUP_DELAY_MS ||
+			 ms_between(p->ready.jobs[0]->ready_at, now) >= group_delay ||
 			 p->ready.n == p->njobs))
 		{
 			apply_ready(p, result);
@@ -1464,7 +1400,7 @@ sac_pipeline_run(SacPipeline *p, int max_claims, long budget_ms, bool housekeepi
 		/* sleep until something happens or something is due */
 		until = deadline;
 		if (p->ready.n > 0)
-			until = Min(until, TimestampTzPlusMilliseconds(p->ready.jobs[0]->ready_at, GROUP_DELAY_MS));
+			until = Min(until, TimestampTzPlusMilliseconds(p->ready.jobs[0]->ready_at, group_delay));
 		if (left > 0)
 			until = Min(until, claim_time(p, room));
 		if (p->next_start_at != 0)

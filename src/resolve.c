@@ -71,7 +71,7 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
-#include "pipeline.h"
+#include "resolve.h"
 
 /* The most pages of one ticket's message list read in one job */
 #define MAX_LIST_PAGES 500

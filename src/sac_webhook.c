@@ -99,6 +99,9 @@ sac_shmem_startup(void)
 		pg_atomic_init_u64(&sac_shared->deleted, 0);
 		pg_atomic_init_u64(&sac_shared->token_refreshes, 0);
 		pg_atomic_init_u64(&sac_shared->token_failures, 0);
+		pg_atomic_init_u32(&sac_shared->in_flight, 0);
+		for (int i = 0; i < SAC_TENANT_SLOTS; i++)
+			pg_atomic_init_u32(&sac_shared->tenant_in_flight[i], 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -179,7 +182,7 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_in_flight",
 							"Largest number of concurrent API requests, over all workers.",
-							"Each worker keeps its share (divided by sac_webhook.workers) in flight.",
+							NULL,
 							&sac_max_in_flight, 256, 1, 10000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_in_flight_per_tenant",
@@ -189,11 +192,13 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("sac_webhook.max_requests_per_second",
 							 "Largest rate of API requests, over all workers (0: no limit).",
-							 NULL, &sac_max_requests_per_second, 0, 0, 1000000,
+							 "Each worker keeps its share (divided by sac_webhook.workers).",
+							 &sac_max_requests_per_second, 0, 0, 1000000,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("sac_webhook.max_requests_per_second_per_tenant",
 							 "Largest rate of API requests for one tenant, over all workers (0: no limit).",
-							 NULL, &sac_max_requests_per_second_per_tenant, 0, 0, 1000000,
+							 "Each worker keeps its share (divided by sac_webhook.workers).",
+							 &sac_max_requests_per_second_per_tenant, 0, 0, 1000000,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.batch_size",
 							"Inbox rows claimed per batch.",

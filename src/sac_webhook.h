@@ -71,6 +71,13 @@ typedef struct SacNotification
 #define SAC_MAX_WORKERS 8
 
 /*
+ * Requests in flight are counted per tenant in this many slots (a tenant's
+ * is the hash of its id; tenants that share a slot share its count, which
+ * errs on the side of fewer requests)
+ */
+#define SAC_TENANT_SLOTS 4096
+
+/*
  * Shared state, present when the library is in shared_preload_libraries.
  */
 typedef struct SacSharedState
@@ -82,6 +89,8 @@ typedef struct SacSharedState
 	pg_atomic_uint64 deleted;	/* rows deleted */
 	pg_atomic_uint64 token_refreshes;	/* successful token refreshes */
 	pg_atomic_uint64 token_failures;	/* failed token refreshes */
+	pg_atomic_uint32 in_flight; /* API requests under way, all processes */
+	pg_atomic_uint32 tenant_in_flight[SAC_TENANT_SLOTS];	/* ... by tenant slot */
 } SacSharedState;
 
 extern SacSharedState *sac_shared;

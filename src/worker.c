@@ -39,6 +39,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "sac_webhook.h"
 #include "pipeline.h"
 
 PG_FUNCTION_INFO_V1(sac_webhook_worker_counters);

@@ -562,12 +562,16 @@ start_request(Request *req, const char *method)
 	{
 		StrBuf		sb;
 		enum MHD_Result ret;
+		MetricsGauges gauges;
 
 		if (!is_get)
 			return send_response(req, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
 								 "method not allowed\n", 19, "GET, HEAD", false);
+		gauges.db_connections_healthy = pool_healthy_connections();
+		gauges.db_connections = config.db_connections;
+		gauges.queue_length = pool_queue_length();
 		sb_init(&sb, 8192, 1024 * 1024);
-		metrics_render(&sb);
+		metrics_render(&sb, &gauges);
 		ret = send_response(req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
 							sb.data, sb.len, NULL, false);
 		sb_free(&sb);

@@ -5,7 +5,8 @@
  *	  the Prometheus text exposition format for GET /metrics.
  *
  * Updates happen a few times per request, so a single mutex is plenty;
- * it is never held while doing I/O.
+ * it is never held while doing I/O.  A leaf: the gauges other modules own
+ * (the connection pool's) are handed to metrics_render().
  *
  * src/receiver/metrics.c
  *
@@ -166,10 +167,10 @@ render_histogram(StrBuf *out, const char *name, const char *help,
 
 /* Render everything in the Prometheus text format (version 0.0.4). */
 void
-metrics_render(StrBuf *out)
+metrics_render(StrBuf *out, const MetricsGauges *gauges)
 {
-	int			healthy = pool_healthy_connections();
-	int			queued = pool_queue_length();
+	int			healthy = gauges->db_connections_healthy;
+	int			queued = gauges->queue_length;
 	unsigned long long requests[600];
 	unsigned long long aborted[ABORT_NREASONS];
 	unsigned long long reconnects,
@@ -239,7 +240,7 @@ metrics_render(StrBuf *out)
 
 	sb_appends(out, "# HELP " PREFIX "db_connections Configured size of the connection pool.\n");
 	sb_appends(out, "# TYPE " PREFIX "db_connections gauge\n");
-	sb_appendf(out, PREFIX "db_connections %d\n", config.db_connections);
+	sb_appendf(out, PREFIX "db_connections %d\n", gauges->db_connections);
 
 	sb_appends(out, "# HELP " PREFIX "queue_length Requests waiting for a database connection.\n");
 	sb_appends(out, "# TYPE " PREFIX "queue_length gauge\n");

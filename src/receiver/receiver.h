@@ -168,7 +168,15 @@ extern void metrics_count_conflict_retry(void);
 extern void metrics_count_connect_failure(void);
 extern void metrics_inflight_add(int delta);
 extern long metrics_inflight(void);
-extern void metrics_render(StrBuf *out);
+/* The gauges /metrics shows that other modules own (metrics.c reads none) */
+typedef struct MetricsGauges
+{
+	int			db_connections_healthy;
+	int			db_connections;
+	int			queue_length;
+} MetricsGauges;
+
+extern void metrics_render(StrBuf *out, const MetricsGauges *gauges);
 
 /* ----------------------------------------------------------------
  * Utilities (util.c)
