@@ -63,6 +63,8 @@ typedef struct SacTenant
 	int			in_flight;		/* ... under way */
 	uint32		slot;			/* its count of requests in flight in shared
 								 * memory (a hash of its id) */
+	int			waiting;		/* its jobs whose request waits to start */
+	bool		wants;			/* ... said in shared memory */
 	double		window;			/* requests it may have under way: shrinks
 								 * on HTTP 429, grows back */
 	TimestampTz shrunk_at;		/* when the window last shrank */

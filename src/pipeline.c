@@ -50,6 +50,7 @@ PG_FUNCTION_INFO_V1(sac_webhook_process);
 /* Where a job is in the pipeline */
 typedef enum JobState
 {
+	JOB_NEW,					/* just claimed */
 	JOB_WAITING,				/* its next request waits to be started */
 	JOB_IN_FLIGHT,				/* its request is under way */
 	JOB_PARKED,					/* gone: waits for its tenant's probe */
@@ -149,7 +150,7 @@ struct SacPipeline
 #define CLAIM_INTERVAL_MS 2
 
 /* ... and with less than a quarter of a window free, only after */
-#define CLAIM_STEP_MS 20
+#define CLAIM_STEP_MS 50
 
 /* A claim that found nothing is tried again after at least */
 #define CLAIM_RETRY_MS 10
@@ -219,6 +220,13 @@ take_slot(SacPipeline *p, SacTenant *t)
 			return SLOT_TENANT_BUSY;
 		return SLOT_TAKEN;
 	}
+	/* a fair share of the tenant's cap while other processes want it too */
+	{
+		uint32		wanting = Max(pg_atomic_read_u32(&sac_shared->tenant_wanting[t->slot]), 1);
+
+		if ((uint32) t->in_flight >= (tenant_cap + wanting - 1) / wanting)
+			return SLOT_TENANT_BUSY;
+	}
 	if (!count_up(&sac_shared->in_flight, (uint32) p->window))
 		return SLOT_ALL_BUSY;
 	if (!count_up(&sac_shared->tenant_in_flight[t->slot], tenant_cap))
@@ -267,6 +275,22 @@ flying_remove(SacPipeline *p, SacJob *job)
 static SacPipeline *exiting_pipeline = NULL;
 static bool exit_callback_registered = false;
 
+static void tenant_wants(SacTenant *t, bool wants);
+
+/* Give back what the pipeline counts in shared memory */
+static void
+release_shared(SacPipeline *p)
+{
+	HASH_SEQ_STATUS seq;
+	TenantEntry *te;
+
+	for (int i = 0; i < p->flying.n; i++)
+		give_slot(p, p->flying.jobs[i]);
+	hash_seq_init(&seq, p->tenant_table);
+	while ((te = hash_seq_search(&seq)) != NULL)
+		tenant_wants(te->tenant, false);
+}
+
 static void
 give_back_at_exit(int code, Datum arg)
 {
@@ -276,8 +300,7 @@ give_back_at_exit(int code, Datum arg)
 	(void) arg;
 	if (p == NULL)
 		return;
-	for (int i = 0; i < p->flying.n; i++)
-		give_slot(p, p->flying.jobs[i]);
+	release_shared(p);
 	exiting_pipeline = NULL;
 }
 
@@ -397,8 +420,7 @@ sac_pipeline_create(const SacEnv *env, MemoryContext parent)
 void
 sac_pipeline_destroy(SacPipeline *p)
 {
-	for (int i = 0; i < p->flying.n; i++)
-		give_slot(p, p->flying.jobs[i]);
+	release_shared(p);
 	if (exiting_pipeline == p)
 		exiting_pipeline = NULL;
 	sac_http_engine_destroy(p->engine);
@@ -497,8 +519,11 @@ static void
 collect_claimed(Claim *c)
 {
 	SacPipeline *p = c->p;
-	TupleDesc	td = SPI_tuptable->tupdesc;
+	TupleDesc	td;
 
+	if (SPI_tuptable == NULL || SPI_processed == 0)
+		return;
+	td = SPI_tuptable->tupdesc;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -680,9 +705,11 @@ claim_unit(void *arg)
 	claim_arrays(p, false, values);
 	values[11] = Int32GetDatum(tenant_claims(p, NULL, 0));
 
-	c->live_full = c->limit > 0 &&
-		sac_queue_claim(SAC_CLAIM_NOTIFICATIONS, values) >= (uint64) c->limit;
-	collect_claimed(c);
+	if (c->limit > 0)
+	{
+		c->live_full = sac_queue_claim(SAC_CLAIM_NOTIFICATIONS, values) >= (uint64) c->limit;
+		collect_claimed(c);
+	}
 
 	/* in the room notifications leave: work queued by syncs, then walks */
 	if (c->njobs < c->limit && sac_sync_batch_size > 0 && (sync_room > 0 || walk_room > 0))
@@ -718,14 +745,47 @@ claim_unit(void *arg)
 }
 
 /*
+ * Say in shared memory whether this process has requests of tenant t
+ * waiting to start: the tenant's cap is shared among the processes that
+ * want it (see take_slot).
+ */
+static void
+tenant_wants(SacTenant *t, bool wants)
+{
+	if (sac_shared == NULL || t->wants == wants)
+		return;
+	t->wants = wants;
+	if (wants)
+		pg_atomic_fetch_add_u32(&sac_shared->tenant_wanting[t->slot], 1);
+	else
+		pg_atomic_fetch_sub_u32(&sac_shared->tenant_wanting[t->slot], 1);
+}
+
+/*
+ * Move a job to another state, keeping its tenant's counts: active (a
+ * request under way or to come), waiting (to start).
+ */
+static void
+set_state(SacJob *job, JobState state)
+{
+	SacTenant  *t = job->tenant;
+	bool		was_active = job->state == JOB_WAITING || job->state == JOB_IN_FLIGHT ||
+		job->state == JOB_PARKED;
+	bool		active = state == JOB_WAITING || state == JOB_IN_FLIGHT || state == JOB_PARKED;
+
+	t->active += (int) active - (int) was_active;
+	t->waiting += (int) (state == JOB_WAITING) - (int) (job->state == JOB_WAITING);
+	job->state = state;
+	tenant_wants(t, t->waiting > 0);
+}
+
+/*
  * Put a decided job in the queue of what is applied next.
  */
 static void
 job_ready(SacPipeline *p, SacJob *job)
 {
-	if (job->state == JOB_WAITING || job->state == JOB_IN_FLIGHT || job->state == JOB_PARKED)
-		job->tenant->active--;
-	job->state = JOB_READY;
+	set_state(job, JOB_READY);
 	job->ready_at = GetCurrentTimestamp();
 	array_push(p, &p->ready, job);
 }
@@ -736,9 +796,7 @@ job_ready(SacPipeline *p, SacJob *job)
 static void
 job_wait(SacPipeline *p, SacJob *job)
 {
-	if (job->state == JOB_READY)
-		job->tenant->active++;
-	job->state = JOB_WAITING;
+	set_state(job, JOB_WAITING);
 	array_push(p, &p->waiting, job);
 }
 
@@ -814,7 +872,10 @@ claim(SacPipeline *p, int limit, bool housekeeping)
 							  "while claiming inbox rows");
 		return -1;
 	}
+	/* more is due: the claim took its limit, or a tenant all its room */
 	p->claim_more = c.live_full || c.sync_full;
+	for (int i = 0; i < c.njobs && !p->claim_more; i++)
+		p->claim_more = c.jobs[i]->tenant->claimed >= tenant_claims(p, c.jobs[i]->tenant, c.now);
 	p->next_due_ms = c.next_due_ms;
 	if (p->nstranded > 0)
 		forget_stranded(p);
@@ -847,8 +908,7 @@ claim(SacPipeline *p, int limit, bool housekeeping)
 	{
 		SacJob	   *job = c.jobs[i];
 
-		job->state = JOB_WAITING;
-		job->tenant->active++;
+		set_state(job, JOB_WAITING);
 		job->fetch = !(job->status == SAC_CHANGE_DELETION && !sac_confirm_deletions);
 		if (!job->fetch)
 		{
@@ -994,7 +1054,7 @@ start_waiting(SacPipeline *p, TimestampTz now)
 		if (job->started_at == 0)
 			job->started_at = now;
 		sac_http_start(p->engine, &job->req);
-		job->state = JOB_IN_FLIGHT;
+		set_state(job, JOB_IN_FLIGHT);
 		job->fly_slot = p->flying.n;
 		array_push(p, &p->flying, job);
 		t->in_flight++;
@@ -1082,7 +1142,7 @@ confirm_gone(SacPipeline *p, SacJob *job)
 		job_ready(p, job);
 		return;
 	}
-	job->state = JOB_PARKED;
+	set_state(job, JOB_PARKED);
 	if (!t->probing)
 	{
 		MemoryContext old;

@@ -101,7 +101,10 @@ sac_shmem_startup(void)
 		pg_atomic_init_u64(&sac_shared->token_failures, 0);
 		pg_atomic_init_u32(&sac_shared->in_flight, 0);
 		for (int i = 0; i < SAC_TENANT_SLOTS; i++)
+		{
 			pg_atomic_init_u32(&sac_shared->tenant_in_flight[i], 0);
+			pg_atomic_init_u32(&sac_shared->tenant_wanting[i], 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

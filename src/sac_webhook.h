@@ -91,6 +91,9 @@ typedef struct SacSharedState
 	pg_atomic_uint64 token_failures;	/* failed token refreshes */
 	pg_atomic_uint32 in_flight; /* API requests under way, all processes */
 	pg_atomic_uint32 tenant_in_flight[SAC_TENANT_SLOTS];	/* ... by tenant slot */
+	pg_atomic_uint32 tenant_wanting[SAC_TENANT_SLOTS];	/* processes with requests
+														 * of the slot's tenants
+														 * waiting to start */
 } SacSharedState;
 
 extern SacSharedState *sac_shared;
