@@ -23,7 +23,7 @@
 #     the figures are the medians.
 #
 # The workers run with the extension's defaults (2 workers, batch_size 500,
-# max_in_flight 16) unless WORKERS / BATCH_SIZE say otherwise.  Needs Citus
+# max_in_flight 256 over all) unless WORKERS / BATCH_SIZE say otherwise.  Needs Citus
 # for this PostgreSQL (scripts/install-citus.sh).  Target: >= 0.5.
 
 source "$(dirname "$0")/lib.sh"

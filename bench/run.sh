@@ -5,17 +5,25 @@
 #   QUICK=1 bench/run.sh          smaller sizes: a smoke run (about 2 minutes)
 #   bench/run.sh parse receiver   only the named ones (then results.md is not written)
 #
-# Run as root after "make install" at the top of the repository.  Each
-# benchmark is a script beside this one (parse.sh, receive.sh, worker.sh,
-# receiver.sh) that sets up its own temporary cluster and servers and stops
-# them at exit; see README.md in this folder.  A full run writes the table,
+# Run as root from a checkout: it installs what it needs (the build's
+# packages, and wrk, Node.js and npm for the baselines), builds and installs
+# the extension, then runs the benchmarks.  Each benchmark is a script
+# beside this one (parse.sh, receive.sh, worker.sh, remote.sh, receiver.sh,
+# sync.sh, citus.sh) that sets up its own temporary cluster and servers and
+# stops them at exit; see README.md in this folder.  A full run writes the table,
 # the raw numbers behind it, the date and the command to bench/results.md.
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH_DIR/lib.sh"
 BENCH_NAME=run
 
-ALL=(parse receive worker receiver sync)
+[ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL runs as the postgres user)"
+log "installing what the benchmarks need, building and installing sac_webhook"
+"$TOP/scripts/install-deps.sh" wrk nodejs npm || die "could not install the packages"
+make -s -C "$TOP" -j2 PG_CONFIG="$PG_CONFIG" >/dev/null && make -s -C "$TOP" install PG_CONFIG="$PG_CONFIG" >/dev/null ||
+	die "could not build and install sac_webhook"
+
+ALL=(parse receive worker remote receiver sync)
 # the scale-out figure where Citus is installed (scripts/install-citus.sh)
 [ -f "$(/usr/lib/postgresql/15/bin/pg_config --pkglibdir)/citus.so" ] && ALL+=(citus)
 if [ $# -gt 0 ]; then

@@ -31,7 +31,7 @@
 #     leak.
 #
 # The workers run with the extension's defaults (2 workers, batch_size 500,
-# max_in_flight 16) unless WORKERS / BATCH_SIZE / MAX_IN_FLIGHT say otherwise;
+# max_in_flight 256 over all) unless WORKERS / BATCH_SIZE / MAX_IN_FLIGHT say otherwise;
 # N_DRAIN and RSS_EVENTS override the sizes.  PROFILE=1 loads
 # pg_stat_statements (track = all) and prints the statements the drains spent
 # their time in (not for the table: tracking costs a little).

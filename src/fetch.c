@@ -234,7 +234,12 @@ make_handle(SacHttpRequest *req, struct curl_slist **headers)
 	 * another.  (Over cleartext HTTP/1.1 that would wait for whole answers.)
 	 */
 	if (pg_strncasecmp(req->url, "https://", 8) == 0)
+	{
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+	}
+	if (sac_ca_file != NULL && sac_ca_file[0] != '\0')
+		curl_easy_setopt(h, CURLOPT_CAINFO, sac_ca_file);
 	if (req->form)
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->form);
 	return h;

@@ -53,6 +53,7 @@ int			sac_api_alive_window_s = 0;
 int			sac_resync_interval_s = 3600;
 int			sac_sync_batch_size = 32;
 bool		sac_onboarding_sync = true;
+char	   *sac_ca_file = NULL;
 int			sac_token_refresh_margin_s = 60;
 
 SacSharedState *sac_shared = NULL;
@@ -203,6 +204,11 @@ _PG_init(void)
 							 "Each worker keeps its share (divided by sac_webhook.workers).",
 							 &sac_max_requests_per_second_per_tenant, 0, 0, 1000000,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("sac_webhook.ca_file",
+							   "File of CA certificates that HTTPS servers are checked against.",
+							   "Empty: the system's (libcurl's default).",
+							   &sac_ca_file, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.batch_size",
 							"Inbox rows claimed per batch.",
 							NULL, &sac_batch_size, 500, 1, 5000,

@@ -125,6 +125,7 @@ extern int	sac_api_alive_window_s;
 extern int	sac_resync_interval_s;
 extern int	sac_sync_batch_size;
 extern bool sac_onboarding_sync;
+extern char *sac_ca_file;
 extern int	sac_token_refresh_margin_s;
 extern int	sac_workers;
 
