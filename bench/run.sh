@@ -19,7 +19,12 @@ BENCH_NAME=run
 
 [ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL runs as the postgres user)"
 log "installing what the benchmarks need, building and installing sac_webhook"
-"$TOP/scripts/install-deps.sh" wrk nodejs npm || die "could not install the packages"
+extra=""
+command -v wrk >/dev/null || extra="$extra wrk"
+command -v node >/dev/null || extra="$extra nodejs"
+command -v npm >/dev/null || extra="$extra npm"
+# shellcheck disable=SC2086
+"$TOP/scripts/install-deps.sh" $extra || die "could not install the packages"
 make -s -C "$TOP" -j2 PG_CONFIG="$PG_CONFIG" >/dev/null && make -s -C "$TOP" install PG_CONFIG="$PG_CONFIG" >/dev/null ||
 	die "could not build and install sac_webhook"
 

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * apply.c
- *		Apply the decided jobs of a batch to sac_webhook.tickets / messages
+ *		Apply the decided jobs of a group to sac_webhook.tickets / messages
  *		and finish their inbox rows.
  *
  * resolve.c has decided each job from its HTTP answers; here the database
@@ -12,7 +12,7 @@
  * alone, so a result is never applied twice, and a crash loses both or
  * neither.
  *
- * The background worker applies a whole batch in one transaction (one
+ * The background worker applies a whole group in one transaction (one
  * commit, one WAL flush for up to sac_webhook.batch_size rows).  Should any
  * row fail, that transaction is rolled back and every row is applied again
  * in a transaction of its own, so that the failing one is retried or marked

@@ -1,22 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * pipeline.c
- *		claim -> fetch -> apply: one batch of inbox rows, for the background
- *		worker and for sac_webhook.process().
+ *		claim -> fetch -> resolve -> apply, streaming: the pipeline of the
+ *		background worker and of sac_webhook.process().
  *
- * 1. Claim, in one short unit of work: due pending/retrying rows of enabled
- *	  tenants that nobody holds, or whose holder died or let its lease run
- *	  out, FOR UPDATE SKIP LOCKED.  A claimed row gets a lease (owner pid
- *	  and expiry) and keeps its state.
- * 2. Refresh the access tokens that expire soon (oauth.c).
- * 3. Fetch every resource concurrently (fetch.c), outside any transaction
- *	  in the worker; a 401 refreshes the tenant's token once and fetches
- *	  again.
- * 4. Apply the results (apply.c): in the worker, the whole batch in one
- *	  transaction; a failing row is retried or marked dead on its own.
+ * Requests stay in flight continuously.  Each turn of the loop:
  *
- * A unit of work is a transaction in the worker and a subtransaction of the
- * caller's transaction in process(), which cannot commit.
+ * 1. Claims rows when there is room (queue.c), in one short unit of work:
+ *	  each tenant's due rows in turns, up to what the tenant has room for
+ *	  (tenant_claims).  Tokens that expire soon are refreshed (oauth.c).
+ * 2. Starts the requests of waiting jobs under the caps (take_slot): the
+ *	  requests in flight over all processes and per tenant, counted in
+ *	  shared memory; a tenant's window, which HTTP 429 halves and answers
+ *	  grow back (adapt_window); the request rates.
+ * 3. Applies the jobs that are decided (apply.c) in a group: within
+ *	  GROUP_DELAY_MS of the first, up to sac_webhook.batch_size.
+ * 4. Waits on the latch and the transfers' sockets (fetch.c) and hands each
+ *	  answer to the policy (resolve.c), which decides the job or asks for
+ *	  its next request; a 401 refreshes the tenant's token and asks again.
+ *
+ * No transaction is open while it waits or fetches (in the worker); a job
+ * is applied in the same transaction that finishes its row, with the lease
+ * checked there, so a killed worker's rows are neither lost nor applied
+ * twice.  A unit of work is a transaction in the worker and a
+ * subtransaction of the caller's transaction in process(), which cannot
+ * commit (SacEnv).  Each job has a memory context of its own, dropped once
+ * it is applied; the loop's own allocations go at every turn.
  *
  *-------------------------------------------------------------------------
  */

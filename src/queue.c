@@ -47,18 +47,12 @@ static SPIPlanPtr next_due_plan = NULL;
  * resource.  The fetch that follows covers the notifications taken in so
  * far, so refetch is cleared.  Rows of a tenant whose token refresh failed
  * wait for the tenant (token_retry_at), not each for itself.  A row this
- * process still holds between two batches is one it could not give back
- * (a receipt kept it locked): it is taken again as soon as it is free.
- *
- * The search_path is pinned to pg_catalog wherever these statements run
- * (the worker's session, process()), and functions are named with their
- * schema all the same (but for the SQL constructs that look like functions:
- * multi-argument unnest in FROM, coalesce, greatest, least).
+ * process holds but could not give back (a receipt kept it locked) is
+ * taken again by its next claims as soon as it is free (see CLAIM_FREE).
  *
  * The rows are picked in a sub-select run once (the ARRAY()) and updated
  * through the primary key, and the statement is planned afresh each time
- * with the real LIMIT (see claim_unit): a generic plan, guessing from
- * statistics taken during a backlog, could scan the whole inbox instead.
+ * with the real LIMIT (see sac_queue_claim).
  */
 #define CLAIM_UPDATE \
 "UPDATE sac_webhook.inbox i" \
@@ -115,41 +109,29 @@ static SPIPlanPtr next_due_plan = NULL;
  * fresh notification waiting, and a tenant the API slows down keeps its
  * backlog in the inbox, not in the pipeline.
  */
-static const char *const claim_sql =
-CLAIM_UPDATE
-"        SELECT x.id FROM sac_webhook.tenants e" TENANT_ROOMS("e") ","
-"               LATERAL (SELECT y.id, y.next_attempt_at,"
-"                                pg_catalog.row_number() OVER (ORDER BY y.next_attempt_at) AS turn"
-"                          FROM (SELECT w.id, w.next_attempt_at FROM sac_webhook.inbox w"
-"                                 WHERE w.tenant_id = e.tenant_id AND w.priority = 0"
-"                                   AND w.state IN ('pending', 'retrying')"
-"                                   AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w")
-"                                 ORDER BY w.next_attempt_at LIMIT " TENANT_ROOM
-"                                   FOR UPDATE OF w SKIP LOCKED) y) x"
-"         WHERE " TENANT_READY("e")
-"         ORDER BY x.turn, x.next_attempt_at LIMIT $1))"
-"   AND t.tenant_id = i.tenant_id"
-CLAIM_RETURNING;
+#define CLAIM_INBOX(priority) \
+CLAIM_UPDATE \
+"        SELECT x.id FROM sac_webhook.tenants e" TENANT_ROOMS("e") "," \
+"               LATERAL (SELECT y.id, y.next_attempt_at," \
+"                                pg_catalog.row_number() OVER (ORDER BY y.next_attempt_at) AS turn" \
+"                          FROM (SELECT w.id, w.next_attempt_at FROM sac_webhook.inbox w" \
+"                                 WHERE w.tenant_id = e.tenant_id AND w.priority = " priority \
+"                                   AND w.state IN ('pending', 'retrying')" \
+"                                   AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w") \
+"                                 ORDER BY w.next_attempt_at LIMIT " TENANT_ROOM \
+"                                   FOR UPDATE OF w SKIP LOCKED) y) x" \
+"         WHERE " TENANT_READY("e") \
+"         ORDER BY x.turn, x.next_attempt_at LIMIT $1))" \
+"   AND t.tenant_id = i.tenant_id" \
+CLAIM_RETURNING
+
+static const char *const claim_sql = CLAIM_INBOX("0");
 
 /*
  * Work queued by syncs, in what room the notifications leave, the same
  * way (with $12 a smaller share per tenant), so that tenants share it.
  */
-static const char *const claim_sync_work_sql =
-CLAIM_UPDATE
-"        SELECT x.id FROM sac_webhook.tenants e" TENANT_ROOMS("e") ","
-"               LATERAL (SELECT y.id, y.next_attempt_at,"
-"                                pg_catalog.row_number() OVER (ORDER BY y.next_attempt_at) AS turn"
-"                          FROM (SELECT w.id, w.next_attempt_at FROM sac_webhook.inbox w"
-"                                 WHERE w.tenant_id = e.tenant_id AND w.priority = 1"
-"                                   AND w.state IN ('pending', 'retrying')"
-"                                   AND w.next_attempt_at <= pg_catalog.now() AND " CLAIM_FREE("w")
-"                                 ORDER BY w.next_attempt_at LIMIT " TENANT_ROOM
-"                                   FOR UPDATE OF w SKIP LOCKED) y) x"
-"         WHERE " TENANT_READY("e")
-"         ORDER BY x.turn, x.next_attempt_at LIMIT $1))"
-"   AND t.tenant_id = i.tenant_id"
-CLAIM_RETURNING;
+static const char *const claim_sync_work_sql = CLAIM_INBOX("1");
 
 /*
  * Syncs whose walk is due, of ready tenants, one per tenant at a time; the

@@ -5,10 +5,10 @@
  *		next.
  *
  * A job starts with the request for its resource (sac_job_start) and, after
- * each round of requests, is advanced (sac_job_advance): either it is
+ * each answer, is advanced (sac_job_advance): either it is
  * decided (an action and a delay for apply.c) or it has prepared its next
  * request.  No database access here, only the answers in hand and what the
- * batch knows of the tenant.
+ * pipeline knows of the tenant.
  *
  * Tickets: GET /v0/tickets/{id}.
  *
@@ -39,7 +39,7 @@
  * walk that stops advancing fails.
  *
  * Deletions: a resource is taken as gone only while the tenant's API is
- * demonstrably answering: a 200 for that tenant in this batch or within
+ * demonstrably answering: a 200 for that tenant since the job began, or within
  * sac_webhook.api_alive_window, or else a probe of GET /v0/tickets?_limit=1
  * answering 200 (sac_tenant_prepare_probe, sac_job_confirm_gone).  Pointed
  * at a wrong base URL, or through a proxy answering 404 to everything,
@@ -76,7 +76,7 @@
 /* The most pages of one ticket's message list read in one job */
 #define MAX_LIST_PAGES 500
 
-/* Pages of a tenant's ticket list a sync reads per batch */
+/* Pages of a tenant's ticket list a sync reads each time it is claimed */
 #define SYNC_PAGES_PER_BATCH 3
 
 /* Entries of the previous page each page of a sync's walk reads again */

@@ -210,7 +210,7 @@ _PG_init(void)
 							   &sac_ca_file, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.batch_size",
-							"Inbox rows claimed per batch.",
+							"Largest group of results applied in one transaction, and rows a worker holds beyond its requests in flight.",
 							NULL, &sac_batch_size, 500, 1, 5000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("sac_webhook.max_attempts",

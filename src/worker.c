@@ -4,12 +4,14 @@
  *		The background worker: runs the pipeline until told to stop.
  *
  * Started by the postmaster when the library is in shared_preload_libraries
- * (sac_webhook.workers of them), connected to sac_webhook.database.  Each
- * round runs one batch (pipeline.c) in a memory context that is reset
- * afterwards.  With nothing due it sleeps on its latch, which receive() sets
- * at commit, until the next row is due or sac_webhook.poll_interval passes.
- * SIGHUP reloads the configuration; SIGTERM lets the current batch finish
- * (fetches still under way are abandoned and their rows given back) and
+ * (sac_webhook.workers of them), connected to sac_webhook.database.  It
+ * keeps one pipeline (pipeline.c) and runs it a second at a time, seeing to
+ * its own chores in between (reload, statistics, a memory context reset).
+ * With nothing in the pipeline and nothing due it sleeps on its latch, which
+ * receive() sets at commit, until the next row is due or
+ * sac_webhook.poll_interval passes.  SIGHUP reloads the configuration;
+ * SIGTERM (ShutdownRequestPending) stops it at once: requests still under
+ * way are abandoned and every row it holds is given back, untried.  It then
  * exits.  After a crash the postmaster starts it again; rows it held come
  * back when their owner is seen gone or their lease runs out.
  *
