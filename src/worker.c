@@ -237,9 +237,16 @@ sac_webhook_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batch_cxt);
 
-		if (ShutdownRequestPending || (!run.idle && run.claimed >= 0))
+		if (ShutdownRequestPending)
 			continue;
-		if (run.next_due_ms >= 0)
+		if (run.claimed < 0)
+		{
+			/* a claim failed: look again in a moment (what is in flight waits) */
+			sleep_ms = Min(sleep_ms, 1000);
+		}
+		else if (!run.idle)
+			continue;
+		else if (run.next_due_ms >= 0)
 			sleep_ms = Min(sleep_ms, Max(run.next_due_ms, 10));
 
 		(void) WaitLatch(MyLatch,
