@@ -79,6 +79,13 @@ typedef struct JobEntry
 	SacJob	   *job;
 } JobEntry;
 
+/* A row the pipeline could not give back, and since when */
+typedef struct StrandedRow
+{
+	JobKey		key;
+	TimestampTz since;
+} StrandedRow;
+
 /* An entry of the pipeline's tenant table */
 typedef struct TenantEntry
 {
@@ -132,7 +139,7 @@ struct SacPipeline
 	bool		applied;		/* results applied since the last claim */
 	uint64		group_serial;
 	MemoryContext loop_cxt;		/* reset at every turn of the loop */
-	JobKey	   *stranded;		/* rows it could not give back (still ours) */
+	StrandedRow *stranded;		/* rows it could not give back (still ours) */
 	int			nstranded;
 };
 
@@ -327,7 +334,12 @@ ms_between(TimestampTz from, TimestampTz to)
 static int
 claims(int window)
 {
-	return Max(PREFETCHED(window), sac_batch_size);
+	int			n = Max(PREFETCHED(window), sac_batch_size);
+
+	/* under a request-rate cap, no more than about ten seconds' worth */
+	if (sac_max_requests_per_second > 0)
+		n = Min(n, Max((int) (sac_max_requests_per_second * 10 / Max(sac_workers, 1)), 1));
+	return n;
 }
 
 /*
@@ -340,11 +352,18 @@ claims(int window)
 static int
 tenant_claims(const SacPipeline *p, const SacTenant *t, TimestampTz now)
 {
+	int			n;
+
 	if (t != NULL && now < t->paused_until)
 		return 0;
 	if (t == NULL || t->window >= p->tenant_window)
-		return Max(PREFETCHED(p->tenant_window), claims(p->window) / 2);
-	return PREFETCHED(Max((int) t->window, 1));
+		n = Max(PREFETCHED(p->tenant_window), claims(p->window) / 2);
+	else
+		n = PREFETCHED(Max((int) t->window, 1));
+	/* under a tenant's request-rate cap, no more than about ten seconds' worth */
+	if (p->tenant_rate > 0)
+		n = Min(n, Max((int) (p->tenant_rate * 10), 1));
+	return n;
 }
 
 /*
@@ -410,7 +429,7 @@ sac_pipeline_create(const SacEnv *env, MemoryContext parent)
 	p->next_due_ms = -1;
 	p->loop_cxt = AllocSetContextCreate(cxt, "sac_webhook pipeline loop",
 										ALLOCSET_DEFAULT_SIZES);
-	p->stranded = MemoryContextAlloc(cxt, sizeof(JobKey) * MAX_STRANDED);
+	p->stranded = MemoryContextAlloc(cxt, sizeof(StrandedRow) * MAX_STRANDED);
 	/* room for the stragglers, and for probes */
 	p->engine = sac_http_engine_create(p->window * 2);
 	if (!exit_callback_registered)
@@ -517,6 +536,8 @@ typedef struct Claim
 	bool		sync_full;		/* ... the claim of rows queued by syncs */
 	int64		next_due_ms;	/* found less than asked: until the next row
 								 * is due (-1: none waiting) */
+	Datum	   *again;			/* rows it claimed that were in the pipeline */
+	int			nagain;
 	TimestampTz now;
 } Claim;
 
@@ -551,7 +572,16 @@ collect_claimed(Claim *c)
 		key.is_sync = strcmp(s, "sync") == 0;
 		entry = hash_search(p->job_table, &key, HASH_ENTER, &found);
 		if (found)
-			continue;			/* ours already (its lease ran out) */
+		{
+			/*
+			 * Ours already: its lease ran out while it waited, and the claim
+			 * took it again, clearing its refetch.  A notification may have
+			 * come in meanwhile: the row is fetched again once finished.
+			 */
+			if (!key.is_sync && c->nagain < c->limit)
+				c->again[c->nagain++] = Int64GetDatum(key.id);
+			continue;
+		}
 
 		cxt = AllocSetContextCreate(p->jobs_cxt, "sac_webhook job", ALLOCSET_SMALL_SIZES);
 		old = MemoryContextSwitchTo(cxt);
@@ -646,8 +676,8 @@ claim_arrays(SacPipeline *p, bool syncs, Datum *values)
 	int			default_room = tenant_claims(p, NULL, now);
 
 	for (int i = 0; i < p->nstranded; i++)
-		if (p->stranded[i].is_sync == syncs)
-			ids[nids++] = Int64GetDatum(p->stranded[i].id);
+		if (p->stranded[i].key.is_sync == syncs)
+			ids[nids++] = Int64GetDatum(p->stranded[i].key.id);
 
 	hash_seq_init(&seq, p->tenant_table);
 	while ((te = hash_seq_search(&seq)) != NULL)
@@ -670,19 +700,21 @@ claim_arrays(SacPipeline *p, bool syncs, Datum *values)
 }
 
 /*
- * Forget the rows the pipeline could not give back that a claim took again.
+ * Forget the rows the pipeline could not give back that a claim took
+ * again, or whose lease has run out since (anyone may take them now).
  */
 static void
-forget_stranded(SacPipeline *p)
+forget_stranded(SacPipeline *p, TimestampTz now, int lease_s)
 {
 	int			kept = 0;
 
 	for (int i = 0; i < p->nstranded; i++)
 	{
-		JobKey		key = p->stranded[i];
+		StrandedRow row = p->stranded[i];
 
-		if (hash_search(p->job_table, &key, HASH_FIND, NULL) == NULL)
-			p->stranded[kept++] = key;
+		if (hash_search(p->job_table, &row.key, HASH_FIND, NULL) == NULL &&
+			!TimestampDifferenceExceeds(row.since, now, lease_s * 1000))
+			p->stranded[kept++] = row;
 	}
 	p->nstranded = kept;
 }
@@ -749,6 +781,9 @@ claim_unit(void *arg)
 	if (c->housekeeping || (c->njobs == 0 && p->njobs == 0))
 		sac_queue_finish_syncs();
 
+	if (c->nagain > 0)
+		sac_queue_mark_refetch(c->again, c->nagain);
+
 	/* nothing claimed and nothing in the pipeline: how long may it sleep? */
 	c->next_due_ms = c->njobs == 0 && p->njobs == 0 ? sac_queue_next_due_ms() : -1;
 }
@@ -786,6 +821,28 @@ set_state(SacJob *job, JobState state)
 	t->waiting += (int) (state == JOB_WAITING) - (int) (job->state == JOB_WAITING);
 	job->state = state;
 	tenant_wants(t, t->waiting > 0);
+}
+
+/*
+ * Take a job out of the pipeline (applied, or its claim rolled back) and
+ * free its memory.
+ */
+static void
+forget_job(SacPipeline *p, SacJob *job)
+{
+	JobKey		key;
+
+	memset(&key, 0, sizeof(key));
+	key.id = job->id;
+	key.is_sync = job->is_sync;
+	hash_search(p->job_table, &key, HASH_REMOVE, NULL);
+	job->tenant->claimed--;
+	p->njobs--;
+	if (job->is_sync)
+		p->walks--;
+	else if (job->sync_id != 0)
+		p->sync_rows--;
+	MemoryContextDelete(job->cxt);
 }
 
 /*
@@ -868,13 +925,17 @@ claim(SacPipeline *p, int limit, bool housekeeping)
 	/* a lease long enough for a job's requests, slow answers included */
 	c.lease_s = sac_lease_s + 8 * (sac_request_timeout_ms / 1000 + 1) + MAX_PAUSE_MS / 1000;
 	old = MemoryContextSwitchTo(tmp);
-	c.jobs = palloc(sizeof(SacJob *) * limit);
+	c.jobs = palloc(sizeof(SacJob *) * Max(limit, 1));
+	c.again = palloc(sizeof(Datum) * Max(limit, 1));
 
 	p->last_claim_at = c.now;
 	p->woken = false;
 	p->applied = false;
 	if (!sac_run_unit(p->env, claim_unit, &c, &error))
 	{
+		/* the claim was rolled back: so are the jobs it had collected */
+		for (int i = 0; i < c.njobs; i++)
+			forget_job(p, c.jobs[i]);
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(tmp);
 		sac_report_unit_error(p->env->own_transactions ? WARNING : ERROR, &error,
@@ -887,7 +948,7 @@ claim(SacPipeline *p, int limit, bool housekeeping)
 		p->claim_more = c.jobs[i]->tenant->claimed >= tenant_claims(p, c.jobs[i]->tenant, c.now);
 	p->next_due_ms = c.next_due_ms;
 	if (p->nstranded > 0)
-		forget_stranded(p);
+		forget_stranded(p, c.now, c.lease_s);
 	if (!p->claim_more && limit > 0)
 	{
 		/*
@@ -989,7 +1050,12 @@ start_waiting(SacPipeline *p, TimestampTz now)
 
 		if (!job->holds_slot)
 			continue;
-		if (job->sent_at < slow && p->stragglers < p->window / 2)
+		if (p->stragglers >= p->window / 2)
+		{
+			next_straggler = 0;	/* no more of them: wait for answers */
+			break;
+		}
+		if (job->sent_at < slow)
 		{
 			give_slot(p, job);
 			p->stragglers++;
@@ -1055,6 +1121,7 @@ start_waiting(SacPipeline *p, TimestampTz now)
 		if (p->tenant_rate > 0)
 			t->tokens -= 1;
 
+		/* on the list first: should starting fail, the place goes back */
 		job->holds_slot = true;
 		p->holding++;
 		job->req.cxt = job->cxt;
@@ -1062,11 +1129,11 @@ start_waiting(SacPipeline *p, TimestampTz now)
 		job->sent_at = now;
 		if (job->started_at == 0)
 			job->started_at = now;
-		sac_http_start(p->engine, &job->req);
 		set_state(job, JOB_IN_FLIGHT);
 		job->fly_slot = p->flying.n;
 		array_push(p, &p->flying, job);
 		t->in_flight++;
+		sac_http_start(p->engine, &job->req);
 	}
 	/* what was not looked at stays, in order */
 	for (; i < p->waiting.n; i++)
@@ -1221,7 +1288,8 @@ request_done(SacPipeline *p, SacJob *job, TimestampTz now)
 	if (req->status == 401 && !job->token_retried && !sac_env_stopping(p->env))
 	{
 		job->token_retried = true;
-		if ((t->access_token == NULL || strcmp(t->access_token, req->bearer) == 0) &&
+		if ((t->access_token == NULL || req->bearer == NULL ||
+			 strcmp(t->access_token, req->bearer) == 0) &&
 			!(t->unavailable && t->refused_token == req->bearer))
 			refresh_tenant(p, t, req->bearer);
 		if (t->unavailable)
@@ -1231,7 +1299,8 @@ request_done(SacPipeline *p, SacJob *job, TimestampTz now)
 			job_ready(p, job);
 			return;
 		}
-		if (t->access_token != NULL && strcmp(t->access_token, req->bearer) != 0)
+		if (t->access_token != NULL &&
+			(req->bearer == NULL || strcmp(t->access_token, req->bearer) != 0))
 		{
 			req->bearer = t->access_token;
 			job_wait(p, job);
@@ -1284,20 +1353,16 @@ apply_ready(SacPipeline *p, SacRunResult *result)
 		SacJob	   *job = jobs[i];
 		JobKey		key;
 
-		memset(&key, 0, sizeof(key));
-		key.id = job->id;
-		key.is_sync = job->is_sync;
-		hash_search(p->job_table, &key, HASH_REMOVE, NULL);
 		/* still ours: a later claim takes it back (beyond, its lease runs out) */
 		if (job->stranded && p->nstranded < MAX_STRANDED)
-			p->stranded[p->nstranded++] = key;
-		job->tenant->claimed--;
-		p->njobs--;
-		if (job->is_sync)
-			p->walks--;
-		else if (job->sync_id != 0)
-			p->sync_rows--;
-		MemoryContextDelete(job->cxt);
+		{
+			memset(&key, 0, sizeof(key));
+			key.id = job->id;
+			key.is_sync = job->is_sync;
+			p->stranded[p->nstranded].key = key;
+			p->stranded[p->nstranded++].since = GetCurrentTimestamp();
+		}
+		forget_job(p, job);
 	}
 	memmove(jobs, jobs + n, sizeof(SacJob *) * (p->ready.n - n));
 	p->ready.n -= n;

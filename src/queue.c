@@ -22,6 +22,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "sac_webhook.h"
@@ -36,6 +37,10 @@ static SPIPlanPtr syncs_periodic_plan = NULL;
 static SPIPlanPtr sync_pending_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr refetch_plan = NULL;
+
+static const char *const refetch_sql =
+"UPDATE sac_webhook.inbox SET refetch = true WHERE id = ANY ($1)";
 
 /*
  * The claims: due rows of enabled tenants that nobody holds, or whose holder
@@ -324,6 +329,23 @@ sac_queue_finish_syncs(void)
 	sac_spi_prepare(&syncs_finish_plan, syncs_finish_sql, 0, NULL);
 	if (SPI_execute_plan(syncs_finish_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "sync housekeeping failed");
+}
+
+/*
+ * Have the given rows fetched again once they are finished (a claim took
+ * them again while their job was still under way, clearing refetch).
+ */
+void
+sac_queue_mark_refetch(Datum *ids, int nids)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1];
+
+	values[0] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	sac_spi_prepare(&refetch_plan, refetch_sql, 1, types);
+	if (SPI_execute_plan(refetch_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "inbox update failed");
 }
 
 /*

@@ -53,5 +53,6 @@ extern void sac_queue_prune(void);
 extern void sac_queue_periodic_syncs(void);
 extern void sac_queue_finish_syncs(void);
 extern int64 sac_queue_next_due_ms(void);
+extern void sac_queue_mark_refetch(Datum *ids, int nids);
 
 #endif							/* SAC_QUEUE_H */

@@ -217,7 +217,13 @@ sac_webhook_worker_main(Datum main_arg)
 			if (run.claimed < 0)
 				ext.state = EXT_UNKNOWN;
 		}
-		else if (ext.state != reported)
+		else if (pipeline != NULL)
+		{
+			/* the extension went away: give back the places it holds */
+			sac_pipeline_destroy(pipeline);
+			pipeline = NULL;
+		}
+		if (ext.state != EXT_READY && ext.state != reported)
 		{
 			if (ext.state == EXT_MISSING)
 				ereport(LOG,
