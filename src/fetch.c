@@ -539,7 +539,6 @@ sac_http_wait(SacHttpEngine *e, long timeout_ms, SacHttpWake *wake)
 	int			n;
 	long		wait_ms = Max(timeout_ms, 0);
 	int			still;
-	SacHttpRequest *r;
 
 	memset(wake, 0, sizeof(*wake));
 	if (e->timer_set)
@@ -568,8 +567,6 @@ sac_http_wait(SacHttpEngine *e, long timeout_ms, SacHttpWake *wake)
 		curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &still);
 	}
 	collect(e);
-	for (r = e->done_head; r != NULL; r = r->next_done)
-		wake->completed++;
 }
 
 /*
@@ -588,13 +585,6 @@ sac_http_next_done(SacHttpEngine *e)
 		req->next_done = NULL;
 	}
 	return req;
-}
-
-/* How many transfers are under way */
-int
-sac_http_running(const SacHttpEngine *e)
-{
-	return e->nrunning;
 }
 
 /*

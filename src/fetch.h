@@ -52,7 +52,6 @@ typedef struct SacHttpEngine SacHttpEngine;
 typedef struct SacHttpWake
 {
 	bool		latch;			/* the process latch was set */
-	int			completed;		/* transfers that finished */
 } SacHttpWake;
 
 extern SacHttpEngine *sac_http_engine_create(int max_connections);
@@ -60,7 +59,6 @@ extern void sac_http_engine_destroy(SacHttpEngine *engine);
 extern void sac_http_start(SacHttpEngine *engine, SacHttpRequest *req);
 extern void sac_http_wait(SacHttpEngine *engine, long timeout_ms, SacHttpWake *wake);
 extern SacHttpRequest *sac_http_next_done(SacHttpEngine *engine);
-extern int	sac_http_running(const SacHttpEngine *engine);
 extern void sac_http_abandon(SacHttpEngine *engine);
 
 extern void sac_http_perform(SacHttpRequest **reqs, int nreqs,

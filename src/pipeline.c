@@ -79,6 +79,18 @@ typedef struct JobEntry
 	SacJob	   *job;
 } JobEntry;
 
+/*
+ * Fill in a job's key in the job table, in place: the key is hashed whole,
+ * padding included, so it is zeroed first (a copy need not keep padding).
+ */
+static void
+job_key(JobKey *key, int64 id, bool is_sync)
+{
+	memset(key, 0, sizeof(*key));
+	key->id = id;
+	key->is_sync = is_sync;
+}
+
 /* A row the pipeline could not give back, and since when */
 typedef struct StrandedRow
 {
@@ -566,10 +578,8 @@ collect_claimed(Claim *c)
 		bool		isnull;
 		char	   *s;
 
-		memset(&key, 0, sizeof(key));
-		key.id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 		s = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-		key.is_sync = strcmp(s, "sync") == 0;
+		job_key(&key, DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull)), strcmp(s, "sync") == 0);
 		entry = hash_search(p->job_table, &key, HASH_ENTER, &found);
 		if (found)
 		{
@@ -710,11 +720,12 @@ forget_stranded(SacPipeline *p, TimestampTz now, int lease_s)
 
 	for (int i = 0; i < p->nstranded; i++)
 	{
-		StrandedRow row = p->stranded[i];
+		StrandedRow *row = &p->stranded[i];
 
-		if (hash_search(p->job_table, &row.key, HASH_FIND, NULL) == NULL &&
-			!TimestampDifferenceExceeds(row.since, now, lease_s * 1000))
-			p->stranded[kept++] = row;
+		/* moved bytewise: the key's padding must stay zero (it is hashed) */
+		if (hash_search(p->job_table, &row->key, HASH_FIND, NULL) == NULL &&
+			!TimestampDifferenceExceeds(row->since, now, lease_s * 1000))
+			memmove(&p->stranded[kept++], row, sizeof(StrandedRow));
 	}
 	p->nstranded = kept;
 }
@@ -832,9 +843,7 @@ forget_job(SacPipeline *p, SacJob *job)
 {
 	JobKey		key;
 
-	memset(&key, 0, sizeof(key));
-	key.id = job->id;
-	key.is_sync = job->is_sync;
+	job_key(&key, job->id, job->is_sync);
 	hash_search(p->job_table, &key, HASH_REMOVE, NULL);
 	job->tenant->claimed--;
 	p->njobs--;
@@ -1351,15 +1360,11 @@ apply_ready(SacPipeline *p, SacRunResult *result)
 	for (int i = 0; i < n; i++)
 	{
 		SacJob	   *job = jobs[i];
-		JobKey		key;
 
 		/* still ours: a later claim takes it back (beyond, its lease runs out) */
 		if (job->stranded && p->nstranded < MAX_STRANDED)
 		{
-			memset(&key, 0, sizeof(key));
-			key.id = job->id;
-			key.is_sync = job->is_sync;
-			p->stranded[p->nstranded].key = key;
+			job_key(&p->stranded[p->nstranded].key, job->id, job->is_sync);
 			p->stranded[p->nstranded++].since = GetCurrentTimestamp();
 		}
 		forget_job(p, job);
